@@ -1,0 +1,49 @@
+/** @typedef {import("../types.js").Store} Store */
+
+/**
+ * Storage that lives as long as the page: the fallback when localStorage is
+ * unavailable or throws, and the `storage: "memory"` option.
+ * @implements {Store}
+ */
+export class MemoryStore {
+  constructor() {
+    this.kind = "memory";
+    this.durable = false;
+    /** @type {Map<string, string>} */
+    this.queued = new Map();
+    /** @type {Map<string, string>} */
+    this.dead = new Map();
+    this.rules = null;
+  }
+
+  /** @returns {{queued: {id: string, raw: string}[], dead: {id: string, raw: string}[], rules: object|null}} */
+  loadAll() {
+    const items = (m) => Array.from(m, ([id, raw]) => ({ id, raw }));
+    return { queued: items(this.queued), dead: items(this.dead), rules: this.rules };
+  }
+
+  /** @param {string} id @param {string} raw @returns {void} */
+  putRecord(id, raw) {
+    this.queued.set(id, raw);
+  }
+
+  /** @param {string[]} ids @returns {void} */
+  deleteRecords(ids) {
+    for (const id of ids) this.queued.delete(id);
+  }
+
+  /** @param {string} id @param {string} raw @returns {void} */
+  putDeadLetter(id, raw) {
+    this.dead.set(id, raw);
+  }
+
+  /** @param {string[]} ids @returns {void} */
+  deleteDeadLetters(ids) {
+    for (const id of ids) this.dead.delete(id);
+  }
+
+  /** @param {object} rules @returns {void} */
+  putRules(rules) {
+    this.rules = rules;
+  }
+}

@@ -1,0 +1,53 @@
+// The only file that calls fetch.
+
+/**
+ * @typedef {object} SendOutcome
+ * @property {boolean} ok
+ * @property {number|null} status     null: network error or timeout
+ * @property {string} [error]         "network_error" | "timeout"
+ * @property {string|null} [retryAfter]
+ * @property {unknown} [reply]        parsed JSON reply of a 2xx, if any
+ */
+
+/**
+ * POST a JSON body with `keepalive` (so it survives the page going away) and
+ * an abort after `timeoutMs`. Never rejects.
+ *
+ * Keepalive bodies share a 64 KiB in-flight budget per page
+ * (https://fetch.spec.whatwg.org/#http-network-or-cache-fetch); the core only
+ * asks for keepalive on bodies within it.
+ * @param {{url: string, body: string, keepalive: boolean, timeoutMs: number}} req
+ * @returns {Promise<SendOutcome>}
+ */
+export async function postJson({ url, body, keepalive, timeoutMs }) {
+  const controller = new AbortController();
+  let timedOut = false;
+  const timer = setTimeout(() => {
+    timedOut = true;
+    controller.abort();
+  }, timeoutMs);
+  try {
+    const res = await fetch(url, {
+      method: "POST",
+      body,
+      headers: { "Content-Type": "application/json" },
+      keepalive,
+      credentials: "omit",
+      mode: "cors",
+      signal: controller.signal,
+    });
+    const text = await res.text();
+    if (!res.ok) return { ok: false, status: res.status, retryAfter: res.headers.get("Retry-After") };
+    let reply = null;
+    try {
+      reply = text ? JSON.parse(text) : null;
+    } catch (_) {
+      reply = null; // a 2xx with a non-JSON body still acknowledges the batch
+    }
+    return { ok: true, status: res.status, reply };
+  } catch (_) {
+    return { ok: false, status: null, error: timedOut ? "timeout" : "network_error" };
+  } finally {
+    clearTimeout(timer);
+  }
+}

@@ -1,0 +1,51 @@
+// JSDoc typedefs shared by the shim. No code.
+
+/**
+ * Rules the core publishes for the moments it cannot answer (before Pyodide
+ * has loaded, during unload). `bootstrap_rules.json` holds the defaults.
+ * @typedef {object} Rules
+ * @property {string} defaultHost
+ * @property {string} eventsPath
+ * @property {number} maxQueue
+ * @property {number} maxEventBytes
+ * @property {number} beaconMaxBytes
+ */
+
+/**
+ * Synchronous key-value storage for records (localStorage or memory).
+ * Every method may throw; callers catch and fall back.
+ * @typedef {object} Store
+ * @property {string} kind                                 "localStorage" | "memory"
+ * @property {boolean} durable                             survives a reload
+ * @property {() => {queued: StoredItem[], dead: StoredItem[], rules: Rules|null}} loadAll
+ * @property {(id: string, raw: string) => void} putRecord
+ * @property {(ids: string[]) => void} deleteRecords
+ * @property {(id: string, raw: string) => void} putDeadLetter
+ * @property {(ids: string[]) => void} deleteDeadLetters
+ * @property {(rules: Rules) => void} putRules
+ */
+
+/**
+ * @typedef {object} StoredItem
+ * @property {string} id   storage id (the event_id for well-formed records)
+ * @property {string} raw  the stored string, handed to the core undecoded
+ */
+
+/**
+ * A fact for the core: `{type: "snake_case", now_ms, ...fields}`.
+ * @typedef {{type: string, now_ms: number} & Record<string, unknown>} Fact
+ */
+
+/**
+ * A command from the core: `{type: "snake_case", ...fields}`.
+ * @typedef {{type: string} & Record<string, unknown>} Command
+ */
+
+/**
+ * The core behind the bridge: JSON strings in and out.
+ * @typedef {object} Core
+ * @property {(optionsJson: string) => Promise<string>} start
+ * @property {(factsJson: string) => Promise<string>} handle
+ */
+
+export {};

@@ -1,0 +1,102 @@
+"""Commands: what the core asks the shim to do.
+
+Running a command twice is harmless: deletes and stores are keyed by event_id,
+sends carry event ids the server dedupes on, timers are keyed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Command:
+    pass
+
+
+@dataclass(frozen=True)
+class Send(Command):
+    """POST ``body`` to ``url`` (Content-Type application/json), with
+    ``keepalive`` and an abort after ``timeout_ms``. Report ``SendSucceeded``
+    for any 2xx, ``SendFailed`` otherwise."""
+
+    batch_id: str
+    url: str
+    body: str
+    event_ids: tuple[str, ...]
+    keepalive: bool = True
+    timeout_ms: int = 10_000
+
+
+@dataclass(frozen=True)
+class Delete(Command):
+    """Remove these queued records from storage and from the shim's mirror."""
+
+    event_ids: tuple[str, ...]
+    reason: str = "acked"
+
+
+@dataclass(frozen=True)
+class StoreDeadLetters(Command):
+    """Write each entry under the dead-letter key and delete its queued record."""
+
+    entries: tuple[dict[str, Any], ...]
+
+
+@dataclass(frozen=True)
+class DeleteDeadLetters(Command):
+    """Remove these dead letters from storage."""
+
+    event_ids: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class SetTimer(Command):
+    """Fire ``TimerFired(key)`` at ``at_ms``, replacing any timer with this key."""
+
+    key: str
+    at_ms: int
+
+
+@dataclass(frozen=True)
+class CancelTimer(Command):
+    key: str
+
+
+@dataclass(frozen=True)
+class SettleFlush(Command):
+    """Resolve the ``revu.flush()`` promise ``flush_id`` with ``ok``."""
+
+    flush_id: str
+    ok: bool
+
+
+@dataclass(frozen=True)
+class Emit(Command):
+    """Call the page's ``revu.on(name)`` listeners with ``detail``."""
+
+    name: str
+    detail: Any = None
+
+
+@dataclass(frozen=True)
+class ReportStatus(Command):
+    """Replace the snapshot ``revu.status()`` returns."""
+
+    status: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PublishRules(Command):
+    """Store the rules the shim applies while the core cannot answer."""
+
+    rules: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Log(Command):
+    """A debug log line (printed by the shim when ``debug: true``)."""
+
+    level: str
+    message: str

@@ -1,0 +1,125 @@
+"""Configuration: the page's ``revu.init(options)`` checked and given defaults."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+from ._errors import UsageError
+
+DEFAULT_HOST = "https://api.revu.ai"
+EVENTS_PATH = "/v1/behavior/events"
+
+# Browsers cap the bodies of all in-flight keepalive requests (fetch keepalive
+# and sendBeacon share it) at 64 KiB per page: "If contentLength ... is greater
+# than 64 kibibytes, then return a network error"
+# (https://fetch.spec.whatwg.org/#http-network-or-cache-fetch, step on
+# inflightKeepaliveBytes). 60,000 bytes leaves room for headers.
+KEEPALIVE_BUDGET_BYTES = 60_000
+
+# Options that only the shim reads; the core accepts and ignores them.
+_SHIM_OPTIONS = frozenset({"storage", "storageKey", "assetsUrl"})
+
+
+@dataclass(frozen=True)
+class Config:
+    """Checked configuration with the product document's defaults.
+
+    Attributes mirror the camelCase options of ``revu.init`` (``flushAt`` ->
+    ``flush_at``). See README "Configuration" for meanings and limits.
+    """
+
+    api_key: str
+    host: str = DEFAULT_HOST
+    flush_at: int = 20
+    flush_interval_ms: int = 5_000
+    max_batch: int = 50
+    max_queue: int = 1_000
+    max_batch_bytes: int = KEEPALIVE_BUDGET_BYTES
+    max_event_bytes: int = 32_768
+    backoff_base_ms: int = 1_000
+    backoff_max_ms: int = 60_000
+    max_retry_after_ms: int = 3_600_000
+    request_timeout_ms: int = 10_000
+    max_dead_letters: int = 1_000
+    debug: bool = False
+
+    @property
+    def endpoint(self) -> str:
+        return self.host.rstrip("/") + EVENTS_PATH
+
+    @classmethod
+    def from_options(cls, options: dict[str, Any]) -> Config:
+        """Build a Config from ``revu.init`` options.
+
+        Args:
+            options: camelCase keys as the page passed them.
+
+        Returns:
+            The checked configuration.
+
+        Raises:
+            UsageError: unknown option, wrong type, or value out of range.
+        """
+        if not isinstance(options, dict):
+            raise UsageError("init options must be an object")
+        by_camel = {_camel(f.name): f for f in fields(cls)}
+        values: dict[str, Any] = {}
+        for key, value in options.items():
+            if key in _SHIM_OPTIONS:
+                continue
+            field = by_camel.get(key)
+            if field is None:
+                raise UsageError(f"unknown option {key!r}")
+            values[field.name] = value
+        if "api_key" not in values:
+            raise UsageError("apiKey is required")
+        config = cls(**values)
+        config._check()
+        return config
+
+    def _check(self) -> None:
+        if not isinstance(self.api_key, str) or not self.api_key.strip():
+            raise UsageError("apiKey must be a non-empty string")
+        if not isinstance(self.host, str) or not self.host.startswith(("http://", "https://")):
+            raise UsageError("host must be an http(s) URL")
+        if not isinstance(self.debug, bool):
+            raise UsageError("debug must be true or false")
+        for f in fields(self):
+            if f.type == "int":
+                value = getattr(self, f.name)
+                if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                    raise UsageError(f"{_camel(f.name)} must be a positive integer")
+        if self.max_batch > self.max_queue:
+            raise UsageError("maxBatch cannot exceed maxQueue")
+        if self.flush_at > self.max_queue:
+            raise UsageError("flushAt cannot exceed maxQueue")
+        if self.backoff_base_ms > self.backoff_max_ms:
+            raise UsageError("backoffBaseMs cannot exceed backoffMaxMs")
+        if self.max_event_bytes > self.max_batch_bytes:
+            raise UsageError("maxEventBytes cannot exceed maxBatchBytes")
+        if self.max_batch_bytes > KEEPALIVE_BUDGET_BYTES:
+            raise UsageError(f"maxBatchBytes cannot exceed {KEEPALIVE_BUDGET_BYTES} (keepalive budget)")
+
+    def rules(self) -> dict[str, Any]:
+        """What the shim needs while the core cannot answer (start-up, unload).
+
+        The shim stores these and applies them on the next page load before
+        Pyodide is up; ``js_shim/bootstrap_rules.json`` holds the defaults for
+        a first visit and a test keeps the two equal.
+        """
+        return {
+            "defaultHost": DEFAULT_HOST,
+            "eventsPath": EVENTS_PATH,
+            "maxQueue": self.max_queue,
+            "maxEventBytes": self.max_event_bytes,
+            "beaconMaxBytes": self.max_batch_bytes,
+        }
+
+    def as_options(self) -> dict[str, Any]:
+        return {_camel(k): v for k, v in asdict(self).items()}
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(part.title() for part in rest)

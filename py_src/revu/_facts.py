@@ -1,0 +1,123 @@
+"""Facts: what happened, reported by the shim to the core.
+
+Every fact carries ``now_ms`` (the shim's clock); facts that may lead to a
+random delay carry ``jitter`` in [0, 1). The core keeps no clock of its own.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Fact:
+    now_ms: int
+
+
+@dataclass(frozen=True)
+class Restored(Fact):
+    """The shim loaded storage at start. Sent once, first.
+
+    ``records`` are the raw stored values of queued records (``{"id", "raw"}``:
+    the storage id and the stored string), in any order; ``dead_letters`` the
+    same for the dead-letter list. ``durable`` is False when the shim runs on
+    memory only. ``dropped_before_start`` counts records the shim evicted by
+    the published ``maxQueue`` rule while the core was not running. The core
+    answers with deletes for corrupt values, sends for what is queued, and
+    publishes its rules.
+    """
+
+    records: tuple[dict[str, Any], ...] = ()
+    dead_letters: tuple[dict[str, Any], ...] = ()
+    durable: bool = True
+    online: bool = True
+    dropped_before_start: int = 0
+    storage: str = "localStorage"
+
+
+@dataclass(frozen=True)
+class Recorded(Fact):
+    """The page recorded an event and the shim stored it (or kept it in memory).
+
+    ``record`` is the stored value (``{"v", "seq", "env"}``); ``durable`` says
+    whether the write reached storage. The core may answer with deletes
+    (overflow) and sends (size threshold).
+    """
+
+    record: dict[str, Any] = field(default_factory=dict)
+    durable: bool = True
+
+
+@dataclass(frozen=True)
+class FlushRequested(Fact):
+    """The page called ``revu.flush()``. The core answers ``SettleFlush`` later."""
+
+    flush_id: str = ""
+
+
+@dataclass(frozen=True)
+class SendSucceeded(Fact):
+    """A ``Send`` got a 2xx. ``reply`` is the parsed JSON body, if any."""
+
+    batch_id: str = ""
+    status: int = 200
+    reply: Any = None
+
+
+@dataclass(frozen=True)
+class SendFailed(Fact):
+    """A ``Send`` failed: ``status`` is None for a network error or timeout.
+
+    ``retry_after`` is the raw ``Retry-After`` header, if the shim could read it.
+    """
+
+    batch_id: str = ""
+    status: int | None = None
+    error: str = ""
+    retry_after: str | None = None
+    jitter: float = 0.0
+
+
+@dataclass(frozen=True)
+class TimerFired(Fact):
+    """A ``SetTimer`` deadline passed. Stale keys are ignored by the core."""
+
+    key: str = ""
+
+
+@dataclass(frozen=True)
+class WentOnline(Fact):
+    """The browser fired ``online``: reset backoff and flush at once."""
+
+
+@dataclass(frozen=True)
+class WentOffline(Fact):
+    """The browser fired ``offline``: timers stop sending until ``online``."""
+
+
+@dataclass(frozen=True)
+class Beaconed(Fact):
+    """The shim sent (``queued`` True) or failed to queue a terminal beacon.
+
+    Beaconed events stay stored: a beacon's delivery is unknowable, so only a
+    later ack removes them; the server dedupes the re-send.
+    """
+
+    event_ids: tuple[str, ...] = ()
+    queued: bool = True
+
+
+@dataclass(frozen=True)
+class StorageFailed(Fact):
+    """A storage operation threw (quota, disabled storage). The shim keeps the
+    data in memory; the core reports the SDK as not durable."""
+
+    operation: str = ""
+    error: str = ""
+
+
+ALL_FACTS: tuple[type[Fact], ...] = (
+    Restored, Recorded, FlushRequested, SendSucceeded, SendFailed,
+    TimerFired, WentOnline, WentOffline, Beaconed, StorageFailed,
+)

@@ -1,0 +1,65 @@
+import pytest
+
+from revu._policy import backoff_delay_ms, is_transient, parse_retry_after_ms, take_batch
+from revu._records import make_record
+
+T0 = 1_700_000_000_000
+
+
+@pytest.mark.parametrize(("failures", "expected"), [(1, 1000), (2, 2000), (3, 4000), (6, 32000), (7, 60000), (40, 60000)])
+def test_backoff_doubles_from_one_second_to_the_cap(failures, expected):
+    assert backoff_delay_ms(failures, 0.0, 1000, 60000) == expected
+
+
+def test_jitter_only_shortens_and_never_passes_the_cap():
+    assert backoff_delay_ms(3, 1.0, 1000, 60000) == 3200
+    assert backoff_delay_ms(3, 0.5, 1000, 60000) == 3600
+    assert all(48000 <= backoff_delay_ms(9, j / 10, 1000, 60000) <= 60000 for j in range(11))
+
+
+def test_no_failures_no_delay():
+    assert backoff_delay_ms(0, 0.3, 1000, 60000) == 0
+
+
+@pytest.mark.parametrize("status", [None, 408, 429, 500, 502, 503, 504, 599, 302])
+def test_transient(status):
+    assert is_transient(status)
+
+
+@pytest.mark.parametrize("status", [400, 401, 403, 404, 413, 422])
+def test_permanent(status):
+    assert not is_transient(status)
+
+
+def test_retry_after_seconds_and_http_date():
+    assert parse_retry_after_ms("1", T0) == 1000
+    assert parse_retry_after_ms(" 120 ", T0) == 120_000
+    # T0 is 2023-11-14T22:13:20Z
+    assert parse_retry_after_ms("Tue, 14 Nov 2023 22:13:50 GMT", T0) == 30_000
+    assert parse_retry_after_ms("Tue, 14 Nov 2023 22:00:00 GMT", T0) == 0
+
+
+@pytest.mark.parametrize("value", [None, "", "soon", "-5", "1.5"])
+def test_bad_retry_after_is_ignored(value):
+    assert parse_retry_after_ms(value, T0) is None
+
+
+def _rec(i, size=10):
+    return make_record(f"e{i}", i, {"event_id": f"e{i}", "event": "x", "properties": {"p": "a" * size}, "created_at": 1})
+
+
+def test_take_batch_by_count():
+    records = [_rec(i) for i in range(10)]
+    assert [r.event_id for r in take_batch(records, 4, 60_000, 4)] == ["e0", "e1", "e2", "e3"]
+
+
+def test_take_batch_by_bytes_keeps_body_within_budget():
+    records = [_rec(i, size=1000) for i in range(100)]
+    batch = take_batch(records, 50, 10_000, 4)
+    assert 1 < len(batch) < 10
+    assert sum(r.size_bytes for r in batch) < 10_000
+
+
+def test_take_batch_sends_an_oversized_record_alone():
+    records = [_rec(0, size=20_000), _rec(1)]
+    assert [r.event_id for r in take_batch(records, 50, 10_000, 4)] == ["e0"]

@@ -1,0 +1,96 @@
+"""End-to-end fixtures: the reference ingest server, a static server for the
+test pages and dist/, and Debian's Chromium driven by Playwright.
+
+The page (http://127.0.0.1:<site port>) and the ingest server
+(http://127.0.0.1:<ingest port>) are different origins, as in production,
+so every request is a real CORS request.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from demo.ingest_server import IngestServer  # noqa: E402
+from demo.static_server import StaticServer  # noqa: E402
+
+CHROMIUM = os.environ.get("REVU_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]
+FIGURES: list[dict] = []
+
+
+@pytest.fixture(scope="session")
+def ingest(tmp_path_factory):
+    db = tmp_path_factory.mktemp("ingest") / "events.sqlite3"
+    server = IngestServer(db_path=str(db)).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def site():
+    dist = ROOT / "dist"
+    if not (dist / "revu.js").is_file():
+        pytest.exit("dist/revu.js is missing: run ./dev build first", returncode=2)
+    server = StaticServer({"/": ROOT / "tests" / "e2e" / "pages", "/revu/": dist}).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def context(browser, ingest):
+    ingest.reset()
+    context = browser.new_context()
+    yield context
+    context.close()
+
+
+@pytest.fixture
+def figures(request):
+    """Record the figures a test proves (sent, received, duplicates)."""
+    entry = {"test": request.node.name}
+    FIGURES.append(entry)
+    return entry
+
+
+def page_url(site, ingest, page="index.html", **params) -> str:
+    query = "&".join(f"{k}={v}" for k, v in {"ingest": ingest.url, **params}.items())
+    return f"{site.url}/{page}?{query}"
+
+
+def wait_ready(page, timeout_ms=60_000):
+    page.wait_for_function("window.__readyState !== 'pending'", timeout=timeout_ms)
+    state = page.evaluate("window.__readyState")
+    assert state == "ready", state
+
+
+def stored_records(page) -> int:
+    return page.evaluate("Object.keys(localStorage).filter(k => k.startsWith('revu:q:')).length")
+
+
+def pytest_terminal_summary(terminalreporter):
+    if not FIGURES:
+        return
+    terminalreporter.section("revu e2e figures")
+    for entry in FIGURES:
+        terminalreporter.write_line(json.dumps(entry))

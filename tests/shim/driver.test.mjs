@@ -1,0 +1,136 @@
+import { test } from "node:test";
+import assert from "node:assert/strict";
+
+import { Capture } from "../../js_shim/capture.js";
+import { Driver } from "../../js_shim/driver.js";
+import { Emitter } from "../../js_shim/emitter.js";
+import { MemoryStore } from "../../js_shim/storage/memory.js";
+import RULES from "../../js_shim/bootstrap_rules.json" with { type: "json" };
+
+/** A scripted fake core: records the facts it gets, answers from a queue. */
+function fakeCore(answers) {
+  const seen = [];
+  return {
+    seen,
+    start: async () => JSON.stringify({ ok: true }),
+    handle: async (json) => {
+      seen.push(...JSON.parse(json));
+      return JSON.stringify(answers.shift() ?? []);
+    },
+  };
+}
+
+function setup({ answers = [], post } = {}) {
+  const capture = new Capture({ store: new MemoryStore(), rules: RULES, apiKey: "k", onStorageFailure: () => {} });
+  capture.load();
+  const emitter = new Emitter();
+  const timers = new Map();
+  const statuses = [];
+  const logs = [];
+  let now = 1000;
+  const soonQueue = [];
+  const driver = new Driver({
+    capture,
+    emitter,
+    log: (...a) => logs.push(a),
+    clock: {
+      nowMs: () => now,
+      jitter: () => 0.25,
+      soon: (fn) => soonQueue.push(fn),
+      timers: { set: (key, at, fn) => timers.set(key, { at, fn }), cancel: (key) => timers.delete(key) },
+    },
+    post: post ?? (async () => ({ ok: true, status: 200, reply: { ok: true } })),
+    onStatus: (s) => statuses.push(s),
+  });
+  const core = fakeCore(answers);
+  const drain = async () => {
+    while (soonQueue.length) {
+      soonQueue.shift()();
+      await new Promise((r) => setTimeout(r, 0));
+    }
+  };
+  return { capture, emitter, timers, statuses, logs, driver, core, drain, advance: (ms) => (now += ms) };
+}
+
+test("facts pushed before start follow Restored, in order", async () => {
+  const t = setup();
+  t.driver.push({ type: "went_online" });
+  await t.driver.start(t.core, { type: "restored", now_ms: 1 });
+  assert.deepEqual(t.core.seen.map((f) => f.type), ["restored", "went_online"]);
+  assert.equal(t.core.seen[1].now_ms, 1000);
+});
+
+test("send runs the transport and reports the outcome as a fact", async () => {
+  const calls = [];
+  const t = setup({
+    answers: [[{ type: "send", batch_id: "b1", url: "u", body: "{}", event_ids: ["a"], keepalive: true, timeout_ms: 5 }]],
+    post: async (req) => {
+      calls.push(req);
+      return { ok: false, status: 503, retryAfter: "2" };
+    },
+  });
+  await t.driver.start(t.core, { type: "restored", now_ms: 1 });
+  await t.drain();
+  assert.deepEqual(calls, [{ url: "u", body: "{}", keepalive: true, timeoutMs: 5 }]);
+  const failed = t.core.seen.find((f) => f.type === "send_failed");
+  assert.deepEqual(failed, { now_ms: 1000, type: "send_failed", batch_id: "b1", status: 503, error: "", retry_after: "2", jitter: 0.25 });
+});
+
+test("timers, deletes, status, rules and flush settle are carried out", async () => {
+  const t = setup({
+    answers: [[
+      { type: "set_timer", key: "retry", at_ms: 5000 },
+      { type: "report_status", status: { queued: 3 } },
+      { type: "publish_rules", rules: { ...RULES, maxQueue: 7 } },
+      { type: "emit", name: "outbox:update", detail: { size: 3 } },
+    ]],
+  });
+  const updates = [];
+  t.emitter.on("outbox:update", (d) => updates.push(d));
+  const { eventId } = t.capture.record("x", {}, undefined, 1);
+  await t.driver.start(t.core, { type: "restored", now_ms: 1 });
+  assert.equal(t.timers.get("retry").at, 5000);
+  assert.deepEqual(t.statuses, [{ queued: 3 }]);
+  assert.equal(t.capture.rules.maxQueue, 7);
+  assert.deepEqual(updates, [{ size: 3 }]);
+  t.timers.get("retry").fn();
+  t.core.handle = async () => JSON.stringify([
+    { type: "delete", event_ids: [eventId], reason: "acked" },
+    { type: "settle_flush", flush_id: "f1", ok: true },
+  ]);
+  const flushed = t.driver.flush();
+  await t.drain();
+  assert.equal(await flushed, true);
+  assert.equal(t.capture.queue.size, 0);
+});
+
+test("an unknown command is reported as an error, and the rest still run", async () => {
+  const t = setup({ answers: [[{ type: "launch_rocket" }, { type: "set_timer", key: "flush", at_ms: 1 }]] });
+  const errors = [];
+  t.emitter.on("error", (e) => errors.push(e));
+  await t.driver.start(t.core, { type: "restored", now_ms: 1 });
+  assert.equal(errors.length, 1);
+  assert.match(errors[0].message, /unknown command type "launch_rocket"/);
+  assert.ok(t.timers.has("flush"));
+});
+
+test("abandon resolves pending flushes false", async () => {
+  const t = setup();
+  const p = t.driver.flush();
+  t.driver.abandon();
+  assert.equal(await p, false);
+});
+
+test("a throwing listener does not break emit", () => {
+  const e = new Emitter();
+  const got = [];
+  const origError = console.error;
+  console.error = () => {};
+  e.on("x", () => {
+    throw new Error("boom");
+  });
+  e.on("x", (d) => got.push(d));
+  e.emit("x", 1);
+  console.error = origError;
+  assert.deepEqual(got, [1]);
+});
