@@ -17,6 +17,12 @@ Test switches live under ``/__control/``:
     POST /__control/reset    forget everything, clear faults
     GET  /__control/faults   the current fault config
 
+It also has one endpoint that honours idempotency keys, for the SDK's mutation
+outbox ("Mutation endpoint" below):
+
+    POST /v1/chat/<room>/messages   {"text": "..."}  + header Idempotency-Key
+      200 {"ok": true, "emitId": key, "message_id": n, "replayed": false}
+
 The same operations are available in-process: ``IngestServer.state()``,
 ``.set_faults()``, ``.reset()``, ``.faults()`` and ``.wait_until()``.
 
@@ -42,6 +48,40 @@ request log shows both attempts). Set the fault ``keep_alive: false`` to
 answer every request with ``Connection: close``; then no connection is
 reused and every dropped reply surfaces to the page as a network error.
 
+Mutation endpoint. ``POST /v1/chat/<room>/messages`` (room: 1-64 characters
+of ``[A-Za-z0-9_-]``, else 404) appends a chat message exactly once per
+``Idempotency-Key`` (1-200 printable ASCII characters). Keys are global (not
+per room) and remembered in SQLite with the reply they got:
+
+- no valid key -> 400 ``{"ok": false, "code": "missing_idempotency_key"}``,
+  nothing applied or remembered;
+- new key, body not a JSON object or ``text`` not a non-empty string -> 422
+  ``{"ok": false, "code": "invalid_message"}``; nothing applied, but the key
+  and reply are remembered, so a retry gets the same 422;
+- new key, valid body -> the message is appended (``message_id`` global 1, 2,
+  3 ..., ``seq_in_room`` 1, 2, 3 ... per room) and 200
+  ``{"ok": true, "emitId": key, "message_id": n, "replayed": false}``;
+- known key, same room and ``text`` -> the remembered reply again (a 200 one
+  with ``"replayed": true``), nothing applied, ``mutation_replays`` + 1;
+- known key, other room or ``text`` -> 409
+  ``{"ok": false, "code": "idempotency_key_reused"}``, nothing applied.
+
+Error replies also carry an ``"error"`` string. Check-and-apply runs under
+the server lock in one SQLite transaction, so concurrent requests with one key
+apply once. Mutation requests have their own faults, which never touch event
+requests' (and the reverse): ``mutation_offline`` (close at once, nothing
+applied, no step consumed), ``mutation_script`` (same step shape as
+``script``; ``store`` means "apply"; ``reject_ids`` is ignored) and
+``mutation_delay_ms``. The delay is slept *before* applying. ``drop_reply``
+applies (if ``store``) and closes without a reply; a step that does not apply
+(non-2xx by default, or ``store: false``) replies ``<status>``
+``{"ok": false, "code": "fault_<status>"}``; a non-2xx step with
+``store: true`` applies and still replies with the fault. ``keep_alive`` is
+shared by both kinds.
+
+``POST /v1/mutations`` stays reserved and answers 501: the outbox posts to any
+URL, and the chat endpoint above is the reference for it.
+
 CLI:
 
     python demo/ingest_server.py --host 127.0.0.1 --port 8787 \\
@@ -52,6 +92,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import socket
 import sqlite3
 import sys
@@ -59,17 +100,29 @@ import threading
 import time
 import traceback
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any, Callable, Mapping
 from urllib.parse import parse_qs, urlsplit
 
-__all__ = ["IngestServer", "EVENTS_PATH", "MUTATIONS_PATH", "main"]
+try:
+    from demo._http import DemoHTTPServer, ServerLifecycle
+except ImportError:  # run as a script: demo/ itself is on sys.path
+    from _http import DemoHTTPServer, ServerLifecycle  # type: ignore[no-redef]
+
+__all__ = ["IngestServer", "EVENTS_PATH", "MUTATIONS_PATH", "CHAT_MESSAGES_PATH", "main"]
 
 EVENTS_PATH = "/v1/behavior/events"
-# Reserved for the mutation outbox (roadmap step 2): POST with an
-# Idempotency-Key header, replayed mutations answered with the stored result.
-# Routed today so clients get a clear 501 rather than a 404.
+# Reserved: a generic mutation endpoint. The outbox posts to any URL, so the
+# reference for it is CHAT_MESSAGES_PATH; this one still answers a clear 501
+# rather than a 404.
 MUTATIONS_PATH = "/v1/mutations"
+# The reference mutation endpoint: POST with an Idempotency-Key header, applied
+# once per key, replays answered with the stored result. "{room}" is 1-64
+# characters of [A-Za-z0-9_-].
+CHAT_MESSAGES_PATH = "/v1/chat/{room}/messages"
+_CHAT_MESSAGES_RE = re.compile(r"/v1/chat/([^/]*)/messages")
+_ROOM_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_IDEMPOTENCY_KEY_RE = re.compile(r"[\x20-\x7e]{1,200}")
 
 DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024
 # Keep-alive connections idle longer than this are closed, so handler threads
@@ -98,14 +151,41 @@ CREATE TABLE IF NOT EXISTS counters (
     name  TEXT PRIMARY KEY,
     value INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS messages (
+    message_id      INTEGER PRIMARY KEY,
+    room            TEXT    NOT NULL,
+    text            TEXT    NOT NULL,
+    idempotency_key TEXT    NOT NULL UNIQUE,
+    at_ms           INTEGER NOT NULL,
+    seq_in_room     INTEGER NOT NULL,
+    request_seq     INTEGER NOT NULL,
+    UNIQUE (room, seq_in_room)
+);
+CREATE TABLE IF NOT EXISTS mutation_keys (
+    idempotency_key TEXT    PRIMARY KEY,
+    fingerprint     TEXT    NOT NULL,
+    status          INTEGER NOT NULL,
+    reply           TEXT    NOT NULL,
+    message_id      INTEGER,
+    at_ms           INTEGER NOT NULL
+);
 """
 
 # Counters that live in SQLite next to the events, so a restarted server on the
 # same file reports consistent numbers.
-_PERSISTED_COUNTERS = ("duplicates", "received_total", "request_seq")
+_PERSISTED_COUNTERS = ("duplicates", "received_total", "request_seq", "mutation_replays")
 
 _STEP_KEYS = {"status", "retry_after", "delay_ms", "store", "drop_reply", "reject_ids"}
-_FAULT_KEYS = {"script", "offline", "poison_events", "delay_ms", "keep_alive"}
+_FAULT_KEYS = {
+    "script",
+    "offline",
+    "poison_events",
+    "delay_ms",
+    "keep_alive",
+    "mutation_script",
+    "mutation_offline",
+    "mutation_delay_ms",
+}
 
 
 def _now_ms() -> int:
@@ -125,6 +205,17 @@ def _loads(body: bytes) -> Any:
     return json.loads(body.decode("utf-8"), parse_constant=_reject_constant)
 
 
+def _json_object(body: bytes) -> tuple[Any, str | None]:
+    """The body as a JSON object, or why it is not one."""
+    try:
+        obj = _loads(body)
+    except (UnicodeDecodeError, ValueError) as exc:
+        return None, f"body is not valid JSON: {exc}"
+    if not isinstance(obj, dict):
+        return obj, "body must be a JSON object"
+    return obj, None
+
+
 def _dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
@@ -134,11 +225,20 @@ def _dumps(value: Any) -> str:
 
 
 def _default_faults() -> dict[str, Any]:
-    return {"script": [], "offline": False, "poison_events": [], "delay_ms": 0, "keep_alive": True}
+    return {
+        "script": [],
+        "offline": False,
+        "poison_events": [],
+        "delay_ms": 0,
+        "keep_alive": True,
+        "mutation_script": [],
+        "mutation_offline": False,
+        "mutation_delay_ms": 0,
+    }
 
 
-def _normalize_step(step: Any, index: int) -> dict[str, Any]:
-    where = f"script[{index}]"
+def _normalize_step(step: Any, index: int, name: str = "script") -> dict[str, Any]:
+    where = f"{name}[{index}]"
     if not isinstance(step, Mapping):
         raise ValueError(f"{where} must be an object")
     unknown = set(step) - _STEP_KEYS
@@ -184,14 +284,15 @@ def _normalize_fault_update(update: Any) -> dict[str, Any]:
     if unknown:
         raise ValueError(f"unknown fault keys {sorted(unknown)}; allowed: {sorted(_FAULT_KEYS)}")
     out: dict[str, Any] = {}
-    if "script" in update:
-        script = update["script"]
-        if script is None:
-            script = []
-        if not isinstance(script, list):
-            raise ValueError("script must be a list of steps")
-        out["script"] = [_normalize_step(step, i) for i, step in enumerate(script)]
-    for key in ("offline", "keep_alive"):
+    for name in ("script", "mutation_script"):
+        if name in update:
+            script = update[name]
+            if script is None:
+                script = []
+            if not isinstance(script, list):
+                raise ValueError(f"{name} must be a list of steps")
+            out[name] = [_normalize_step(step, i, name) for i, step in enumerate(script)]
+    for key in ("offline", "keep_alive", "mutation_offline"):
         if key in update:
             if not isinstance(update[key], bool):
                 raise ValueError(f"{key} must be a boolean")
@@ -203,11 +304,12 @@ def _normalize_fault_update(update: Any) -> dict[str, Any]:
         if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
             raise ValueError("poison_events must be a list of event names")
         out["poison_events"] = list(names)
-    if "delay_ms" in update:
-        delay_ms = update["delay_ms"]
-        if not _is_int(delay_ms) or delay_ms < 0:
-            raise ValueError("delay_ms must be a non-negative integer")
-        out["delay_ms"] = delay_ms
+    for key in ("delay_ms", "mutation_delay_ms"):
+        if key in update:
+            delay_ms = update[key]
+            if not _is_int(delay_ms) or delay_ms < 0:
+                raise ValueError(f"{key} must be a non-negative integer")
+            out[key] = delay_ms
     return out
 
 
@@ -241,13 +343,8 @@ class _Parsed:
         self.error: str | None = None
         self.api_key: str | None = None
         self.batch: list[Any] = []
-        try:
-            self.obj = _loads(body)
-        except (UnicodeDecodeError, ValueError) as exc:
-            self.error = f"body is not valid JSON: {exc}"
-            return
-        if not isinstance(self.obj, dict):
-            self.error = "body must be a JSON object"
+        self.obj, self.error = _json_object(body)
+        if self.error is not None:
             return
         api_key = self.obj.get("api_key")
         if isinstance(api_key, str) and api_key:
@@ -296,11 +393,48 @@ def _echo_id(env: Any) -> Any:
     return None
 
 
+class _MutationBody:
+    """A POST /v1/chat/<room>/messages body: ``{"text": str, ...any}``."""
+
+    def __init__(self, body: bytes) -> None:
+        self.obj: Any = None
+        self.error: str | None = None
+        self.text: str | None = None
+        self.obj, self.error = _json_object(body)
+        if self.error is not None:
+            return
+        text = self.obj.get("text")
+        if not isinstance(text, str) or not text:
+            self.error = "text must be a non-empty string"
+            return
+        self.text = text
+
+    @property
+    def body_keys(self) -> list[str]:
+        return sorted(self.obj) if isinstance(self.obj, dict) else []
+
+    def fingerprint(self, room: str) -> str:
+        """What a retry must repeat to be a replay: the room and ``text``
+        (whatever its JSON value; absent or an unparsable body count as null)."""
+        text = self.obj.get("text") if isinstance(self.obj, dict) else None
+        return json.dumps([room, text], separators=(",", ":"), sort_keys=True)
+
+
+def _room_of(path: str) -> str | None:
+    """The room of a chat-messages path, "" if the path has that shape but
+    the room is not valid, None for any other path."""
+    match = _CHAT_MESSAGES_RE.fullmatch(path)
+    if match is None:
+        return None
+    room = match.group(1)
+    return room if _ROOM_RE.fullmatch(room) else ""
+
+
 # --------------------------------------------------------------------------
 # The server
 
 
-class IngestServer:
+class IngestServer(ServerLifecycle):
     """The reference ingest endpoint, run in a background thread.
 
     Args:
@@ -385,28 +519,14 @@ class IngestServer:
         if self._thread is not None:
             self._thread.join(timeout=5)
 
-    def __enter__(self) -> "IngestServer":
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
-
-    @property
-    def port(self) -> int:
-        """The bound port (after ``start()``)."""
-        if self._httpd is None:
-            raise RuntimeError("IngestServer is not started")
-        return self._httpd.server_address[1]
-
-    @property
-    def url(self) -> str:
-        """Base URL, e.g. "http://127.0.0.1:8787" (no trailing slash)."""
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
 
     @property
     def events_url(self) -> str:
         return self.url + EVENTS_PATH
+
+    def messages_url(self, room: str) -> str:
+        """URL of the idempotent chat endpoint for ``room``."""
+        return self.url + CHAT_MESSAGES_PATH.format(room=room)
 
     # -- accessors (same data as the control endpoints) --------------------
 
@@ -420,7 +540,9 @@ class IngestServer:
         Returns:
             {"events": [...], "unique", "duplicates", "received_total",
              "envelopes_seen", "requests_total", "requests": [...],
-             "faults": {...}}. See the module docstring and README.
+             "faults": {...}, "messages": [...], "mutation_replays"}.
+            See the module docstring and README. ``tail`` also limits
+            ``messages``.
         """
         with self._lock:
             self._check_open()
@@ -436,6 +558,8 @@ class IngestServer:
                 "requests_total": len(self._requests),
                 "requests": [dict(r, event_ids=list(r["event_ids"]), body_keys=list(r["body_keys"])) for r in requests],
                 "faults": _copy_faults(self._faults),
+                "messages": self._select_messages(tail),
+                "mutation_replays": self._counters["mutation_replays"],
             }
 
     def faults(self) -> dict[str, Any]:
@@ -448,8 +572,9 @@ class IngestServer:
 
         Args:
             update: any of "script", "offline", "poison_events", "delay_ms",
-                "keep_alive" (see the module docstring). "script" replaces
-                the queue of remaining steps.
+                "keep_alive", "mutation_script", "mutation_offline",
+                "mutation_delay_ms" (see the module docstring). A script
+                replaces that queue of remaining steps.
 
         Returns:
             The resulting fault config.
@@ -465,11 +590,14 @@ class IngestServer:
             return _copy_faults(self._faults)
 
     def reset(self) -> None:
-        """Forget every event, counter and logged request; clear all faults."""
+        """Forget every event, message, idempotency key, counter and logged
+        request; clear all faults (event and mutation)."""
         with self._lock:
             self._check_open()
             self._db.execute("BEGIN")
             self._db.execute("DELETE FROM events")
+            self._db.execute("DELETE FROM messages")
+            self._db.execute("DELETE FROM mutation_keys")
             self._db.execute("DELETE FROM counters")
             self._db.execute("COMMIT")
             self._counters = {name: 0 for name in _PERSISTED_COUNTERS}
@@ -483,7 +611,8 @@ class IngestServer:
     ) -> dict[str, Any]:
         """Block until ``predicate(state())`` is true.
 
-        Re-evaluated whenever a request finishes or the config changes.
+        Re-evaluated whenever a request starts or finishes, a mutation is
+        processed, or the config changes (and at least every 0.5 s).
 
         Returns:
             The state that satisfied the predicate.
@@ -501,7 +630,8 @@ class IngestServer:
                 if remaining <= 0:
                     raise TimeoutError(
                         f"ingest state not reached in {timeout_s}s: unique={current['unique']} "
-                        f"duplicates={current['duplicates']} requests={current['requests_total']}"
+                        f"duplicates={current['duplicates']} requests={current['requests_total']} "
+                        f"messages={len(current['messages'])} mutation_replays={current['mutation_replays']}"
                     )
                 self._changed.wait(min(remaining, 0.5))
 
@@ -552,12 +682,26 @@ class IngestServer:
             for r in rows
         ]
 
+    def _select_messages(self, tail: int | None) -> list[dict[str, Any]]:
+        columns = "message_id, room, text, idempotency_key, at_ms, seq_in_room, request_seq"
+        if tail is None:
+            rows = self._db.execute(f"SELECT {columns} FROM messages ORDER BY message_id").fetchall()
+        else:
+            rows = self._db.execute(
+                f"SELECT * FROM (SELECT {columns} FROM messages ORDER BY message_id DESC LIMIT ?) "
+                "ORDER BY message_id",
+                (tail,),
+            ).fetchall()
+        names = columns.split(", ")
+        return [dict(zip(names, r)) for r in rows]
+
     def _begin_request(self, handler: "_IngestHandler", body: bytes, parsed: _Parsed | None) -> dict[str, Any]:
         with self._lock:
             self._check_open()
             self._counters["request_seq"] += 1
             entry = {
                 "seq": self._counters["request_seq"],
+                "kind": "events",
                 "at_ms": _now_ms(),
                 "status": None,
                 "n": len(parsed.batch) if parsed else 0,
@@ -567,17 +711,126 @@ class IngestServer:
                 "content_type": handler.headers.get("Content-Type"),
                 "origin": handler.headers.get("Origin"),
                 "body_keys": parsed.body_keys if parsed else [],
+                "idempotency_key": handler.headers.get("Idempotency-Key"),
                 "outcome": "pending",
             }
             self._envelopes_seen += entry["n"]
             self._requests.append(entry)
+            self._changed.notify_all()
             return entry
 
-    def _finish_request(self, entry: dict[str, Any], status: int | None, outcome: str) -> None:
+    def _begin_mutation(
+        self, handler: "_IngestHandler", body: bytes, room: str, parsed: _MutationBody | None
+    ) -> dict[str, Any]:
+        with self._lock:
+            self._check_open()
+            self._counters["request_seq"] += 1
+            entry = {
+                "seq": self._counters["request_seq"],
+                "kind": "mutation",
+                "at_ms": _now_ms(),
+                "status": None,
+                "n": 0,
+                "event_ids": [],
+                "bytes": len(body),
+                "api_key": None,
+                "content_type": handler.headers.get("Content-Type"),
+                "origin": handler.headers.get("Origin"),
+                "body_keys": parsed.body_keys if parsed else [],
+                "idempotency_key": handler.headers.get("Idempotency-Key"),
+                "room": room,
+                "effect": None,
+                "message_id": None,
+                "outcome": "pending",
+            }
+            self._requests.append(entry)
+            self._changed.notify_all()
+            return entry
+
+    def _finish_request(self, entry: dict[str, Any], status: int | None, outcome: str, **extra: Any) -> None:
         with self._lock:
             entry["status"] = status
             entry["outcome"] = outcome
+            entry.update(extra)
             self._changed.notify_all()
+
+    def _take_mutation_step(self) -> tuple[bool, dict[str, Any] | None, int]:
+        with self._lock:
+            faults = self._faults
+            if faults["mutation_offline"]:
+                return True, None, 0
+            step = faults["mutation_script"].pop(0) if faults["mutation_script"] else None
+            delay_ms = step["delay_ms"] if step and step["delay_ms"] is not None else faults["mutation_delay_ms"]
+            return False, step, delay_ms
+
+    def _mutate(self, key: str, room: str, parsed: _MutationBody, seq: int) -> tuple[int, dict[str, Any], str, int | None]:
+        """Check-and-apply one chat message for ``key``, atomically.
+
+        Returns:
+            (status, reply, effect, message_id); effect is "applied",
+            "replayed", "recorded" (invalid body, key remembered) or
+            "rejected" (409, nothing done).
+        """
+        fingerprint = parsed.fingerprint(room)
+        with self._lock:
+            self._check_open()
+            self._db.execute("BEGIN")
+            try:
+                row = self._db.execute(
+                    "SELECT fingerprint, status, reply, message_id FROM mutation_keys WHERE idempotency_key = ?",
+                    (key,),
+                ).fetchone()
+                if row is not None and row[0] != fingerprint:
+                    result: tuple[int, dict[str, Any], str, int | None] = (
+                        409,
+                        {
+                            "ok": False,
+                            "code": "idempotency_key_reused",
+                            "error": "this Idempotency-Key was first used with a different room or text",
+                        },
+                        "rejected",
+                        None,
+                    )
+                elif row is not None:
+                    reply = json.loads(row[2])
+                    if reply.get("ok") is True:
+                        reply["replayed"] = True
+                    self._counters["mutation_replays"] += 1
+                    result = (row[1], reply, "replayed", row[3])
+                elif parsed.error is not None:
+                    reply = {"ok": False, "code": "invalid_message", "error": parsed.error}
+                    self._db.execute(
+                        "INSERT INTO mutation_keys (idempotency_key, fingerprint, status, reply, message_id, at_ms) "
+                        "VALUES (?, ?, ?, ?, NULL, ?)",
+                        (key, fingerprint, 422, _dumps(reply), _now_ms()),
+                    )
+                    result = (422, reply, "recorded", None)
+                else:
+                    now_ms = _now_ms()
+                    message_id = self._db.execute("SELECT COALESCE(MAX(message_id), 0) + 1 FROM messages").fetchone()[0]
+                    seq_in_room = self._db.execute(
+                        "SELECT COALESCE(MAX(seq_in_room), 0) + 1 FROM messages WHERE room = ?", (room,)
+                    ).fetchone()[0]
+                    self._db.execute(
+                        "INSERT INTO messages (message_id, room, text, idempotency_key, at_ms, seq_in_room, request_seq) "
+                        "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        (message_id, room, parsed.text, key, now_ms, seq_in_room, seq),
+                    )
+                    reply = {"ok": True, "emitId": key, "message_id": message_id, "replayed": False}
+                    self._db.execute(
+                        "INSERT INTO mutation_keys (idempotency_key, fingerprint, status, reply, message_id, at_ms) "
+                        "VALUES (?, ?, ?, ?, ?, ?)",
+                        (key, fingerprint, 200, _dumps(reply), message_id, now_ms),
+                    )
+                    result = (200, reply, "applied", message_id)
+                self._save_counters()  # mutation_replays, and request_seq for a restart
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                self._counters = self._load_counters()
+                raise
+            self._changed.notify_all()
+            return result
 
     def _take_step(self) -> tuple[bool, dict[str, Any] | None, int, frozenset[str]]:
         with self._lock:
@@ -652,24 +905,8 @@ def _number_or_none(value: Any) -> int | float | None:
     return None
 
 
-class _HTTPServer(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def handle_error(self, request, client_address) -> None:  # noqa: ANN001 (stdlib signature)
-        # A browser closing a keep-alive connection (page closed, test over) is
-        # normal here; anything else is still printed.
-        import sys
-
-        if isinstance(sys.exc_info()[1], (ConnectionResetError, BrokenPipeError, ConnectionAbortedError)):
-            return
-        super().handle_error(request, client_address)
-    allow_reuse_address = True
-
-    def __init__(self, address: tuple[str, int], handler: type, app: IngestServer) -> None:
-        if ":" in address[0]:
-            self.address_family = socket.AF_INET6
-        self.app = app
-        super().__init__(address, handler)
+class _HTTPServer(DemoHTTPServer):
+    app: IngestServer
 
 
 # --------------------------------------------------------------------------
@@ -692,6 +929,8 @@ class _IngestHandler(BaseHTTPRequestHandler):
         "/healthz": {"GET": "_get_health"},
         "/": {"GET": "_get_health"},
     }
+    # /v1/chat/<room>/messages (see _room_of).
+    CHAT_ROUTES: dict[str, str] = {"POST": "_post_chat_message"}
 
     @property
     def app(self) -> IngestServer:
@@ -737,12 +976,27 @@ class _IngestHandler(BaseHTTPRequestHandler):
                 body = self._read_body()
             except _BodyError as exc:
                 self.close_connection = True
+                room = _room_of(url.path)
                 if url.path == EVENTS_PATH and self.command == "POST":
                     entry = self.app._begin_request(self, b"", None)
                     self.app._finish_request(entry, exc.status, "bad_request")
+                elif room and self.command == "POST":
+                    entry = self.app._begin_mutation(self, b"", room, None)
+                    self.app._finish_request(entry, exc.status, "bad_request")
                 self._send_json(exc.status, {"ok": False, "code": exc.code, "error": exc.message})
                 return
+            args: tuple[Any, ...] = ()
             methods = self.ROUTES.get(url.path)
+            if methods is None:
+                room = _room_of(url.path)
+                if room == "":
+                    self._send_json(
+                        404,
+                        {"ok": False, "code": "not_found", "error": "room must be 1-64 characters of A-Z a-z 0-9 _ -"},
+                    )
+                    return
+                if room is not None:
+                    methods, args = self.CHAT_ROUTES, (room,)
             if methods is None:
                 self._send_json(404, {"ok": False, "code": "not_found", "error": f"no route for {url.path}"})
                 return
@@ -755,7 +1009,7 @@ class _IngestHandler(BaseHTTPRequestHandler):
                     {"Allow": allow},
                 )
                 return
-            getattr(self, name)(body, parse_qs(url.query))
+            getattr(self, name)(body, parse_qs(url.query), *args)
         except (BrokenPipeError, ConnectionResetError, _Stopped):
             self.close_connection = True
         except Exception as exc:  # a bug in this server: answer 500, keep serving
@@ -875,15 +1129,10 @@ class _IngestHandler(BaseHTTPRequestHandler):
         parsed = _Parsed(body)
         entry = app._begin_request(self, body, parsed)
         offline, step, delay_ms, poison = app._take_step()
-        if offline:
-            app._finish_request(entry, None, "offline")
-            self._drop_connection()
+        fault = self._fault_preamble(entry, offline, step, delay_ms)
+        if fault is None:
             return
-        if delay_ms:
-            time.sleep(delay_ms / 1000)
-        status = step["status"] if step else 200
-        store = step["store"] if step else True
-        extra = {"Retry-After": step["retry_after"]} if step and step["retry_after"] is not None else {}
+        status, store, extra = fault
         fault_2xx = 200 <= status < 300
 
         if step and step["drop_reply"]:
@@ -919,17 +1168,100 @@ class _IngestHandler(BaseHTTPRequestHandler):
         app._finish_request(entry, status, "ok")
         self._send_json(status, reply, extra)
 
+    def _fault_preamble(self, entry: dict[str, Any], offline: bool, step: dict[str, Any] | None,
+                        delay_ms: int) -> tuple[int, bool, dict[str, str]] | None:
+        """What both endpoints do first with a fault step: "offline" drops the
+        connection (returns None); otherwise sleep the delay and return the
+        step's status, whether to store/apply, and its extra headers."""
+        if offline:
+            self.app._finish_request(entry, None, "offline")
+            self._drop_connection()
+            return None
+        if delay_ms:
+            time.sleep(delay_ms / 1000)
+        status = step["status"] if step else 200
+        store = step["store"] if step else True
+        extra = {"Retry-After": step["retry_after"]} if step and step["retry_after"] is not None else {}
+        return status, store, extra
+
     @staticmethod
     def _poisoned(parsed: _Parsed, poison: frozenset[str]) -> bool:
         return bool(poison) and any(isinstance(env, dict) and env.get("event") in poison for env in parsed.batch)
 
     def _post_mutations(self, body: bytes, query: dict[str, list[str]]) -> None:
-        # Reserved: the mutation outbox will POST here with an Idempotency-Key
-        # header; the server will store the first result per key and replay it.
+        # Reserved for a generic mutation endpoint; the reference one for the
+        # outbox is the chat endpoint.
         self._send_json(
             501,
-            {"ok": False, "code": "not_implemented", "error": f"{MUTATIONS_PATH} is reserved for the mutation outbox"},
+            {
+                "ok": False,
+                "code": "not_implemented",
+                "error": f"{MUTATIONS_PATH} is reserved; the idempotent endpoint is POST {CHAT_MESSAGES_PATH}",
+            },
         )
+
+    def _idempotency_key(self) -> str | None:
+        """The request's Idempotency-Key if there is exactly one and it is
+        1-200 printable ASCII characters; else None."""
+        values = self.headers.get_all("Idempotency-Key") or []
+        if len(values) != 1 or not _IDEMPOTENCY_KEY_RE.fullmatch(values[0]):
+            return None
+        return values[0]
+
+    def _process_mutation(
+        self, key: str | None, room: str, parsed: _MutationBody, seq: int
+    ) -> tuple[int, dict[str, Any], str, int | None, str]:
+        """(status, reply, effect, message_id, outcome) of the normal handling."""
+        if key is None:
+            reply = {
+                "ok": False,
+                "code": "missing_idempotency_key",
+                "error": "one Idempotency-Key header of 1-200 printable ASCII characters is required",
+            }
+            return 400, reply, "rejected", None, "missing_key"
+        status, reply, effect, message_id = self.app._mutate(key, room, parsed, seq)
+        outcome = {"applied": "applied", "replayed": "replayed", "recorded": "invalid", "rejected": "conflict"}[effect]
+        return status, reply, effect, message_id, outcome
+
+    def _post_chat_message(self, body: bytes, query: dict[str, list[str]], room: str) -> None:
+        app = self.app
+        key = self._idempotency_key()
+        parsed = _MutationBody(body)
+        entry = app._begin_mutation(self, body, room, parsed)
+        offline, step, delay_ms = app._take_mutation_step()
+        # The delay runs before applying: the page may go away while the
+        # request is in flight; a keepalive request still completes and applies.
+        fault = self._fault_preamble(entry, offline, step, delay_ms)
+        if fault is None:
+            return
+        status, apply, extra = fault
+        fault_2xx = 200 <= status < 300
+
+        if step and step["drop_reply"]:
+            # Ack loss: applied (if the step says so), then no reply at all.
+            done: dict[str, Any] = {}
+            if apply:
+                _, _, effect, message_id, _ = self._process_mutation(key, room, parsed, entry["seq"])
+                done = {"effect": effect, "message_id": message_id}
+            app._finish_request(entry, None, "dropped", **done)
+            self._drop_connection()
+            return
+
+        if not apply:
+            app._finish_request(entry, status, "fault")
+            self._send_json(status, {"ok": False, "code": f"fault_{status}"}, extra)
+            return
+
+        result_status, reply, effect, message_id, outcome = self._process_mutation(key, room, parsed, entry["seq"])
+        if not fault_2xx:
+            # Applied (store: true), yet the client sees the scripted failure.
+            app._finish_request(entry, status, "fault", effect=effect, message_id=message_id)
+            self._send_json(status, {"ok": False, "code": f"fault_{status}"}, extra)
+            return
+        if result_status == 200:
+            result_status = status  # a 2xx step may ask for 201, 202 ...
+        app._finish_request(entry, result_status, outcome, effect=effect, message_id=message_id)
+        self._send_json(result_status, reply, extra)
 
     def _get_state(self, body: bytes, query: dict[str, list[str]]) -> None:
         tail = None
@@ -960,7 +1292,10 @@ class _IngestHandler(BaseHTTPRequestHandler):
         self._send_json(200, {"ok": True})
 
     def _get_health(self, body: bytes, query: dict[str, list[str]]) -> None:
-        self._send_json(200, {"ok": True, "service": "revu-ingest", "events_path": EVENTS_PATH})
+        self._send_json(
+            200,
+            {"ok": True, "service": "revu-ingest", "events_path": EVENTS_PATH, "messages_path": CHAT_MESSAGES_PATH},
+        )
 
 
 # --------------------------------------------------------------------------
@@ -976,7 +1311,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     server = IngestServer(args.host, args.port, args.db, verbose=args.verbose).start()
-    print(f"revu ingest listening on {server.url}  (POST {EVENTS_PATH}, db: {args.db})", flush=True)
+    print(
+        f"revu ingest listening on {server.url}  (POST {EVENTS_PATH}, POST {CHAT_MESSAGES_PATH}, db: {args.db})",
+        flush=True,
+    )
     try:
         while True:
             time.sleep(3600)

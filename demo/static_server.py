@@ -14,14 +14,18 @@ import argparse
 import mimetypes
 import os
 import shutil
-import socket
 import sys
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any, Mapping
 from urllib.parse import unquote, urlsplit
+
+try:
+    from demo._http import DemoHTTPServer, ServerLifecycle
+except ImportError:  # run as a script: demo/ itself is on sys.path
+    from _http import DemoHTTPServer, ServerLifecycle  # type: ignore[no-redef]
 
 __all__ = ["StaticServer", "MIME_TYPES", "content_type_for", "main"]
 
@@ -68,7 +72,7 @@ def _normalize_prefix(prefix: str) -> str:
     return prefix if prefix.endswith("/") else prefix + "/"
 
 
-class StaticServer:
+class StaticServer(ServerLifecycle):
     """Serve directories under URL prefixes, in a background thread.
 
     Args:
@@ -132,23 +136,6 @@ class StaticServer:
         if self._thread is not None:
             self._thread.join(timeout=5)
 
-    def __enter__(self) -> "StaticServer":
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
-
-    @property
-    def port(self) -> int:
-        if self._httpd is None:
-            raise RuntimeError("StaticServer is not started")
-        return self._httpd.server_address[1]
-
-    @property
-    def url(self) -> str:
-        """Base URL without a trailing slash, e.g. "http://localhost:8000"."""
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
 
     def resolve(self, url_path: str) -> tuple[int, Path | str | None]:
         """Map a URL path to a file.
@@ -183,24 +170,8 @@ class StaticServer:
         return 200, target
 
 
-class _HTTPServer(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def handle_error(self, request, client_address) -> None:  # noqa: ANN001 (stdlib signature)
-        # A browser closing a keep-alive connection (page closed, test over) is
-        # normal here; anything else is still printed.
-        import sys
-
-        if isinstance(sys.exc_info()[1], (ConnectionResetError, BrokenPipeError, ConnectionAbortedError)):
-            return
-        super().handle_error(request, client_address)
-    allow_reuse_address = True
-
-    def __init__(self, address: tuple[str, int], handler: type, app: StaticServer) -> None:
-        if ":" in address[0]:
-            self.address_family = socket.AF_INET6
-        self.app = app
-        super().__init__(address, handler)
+class _HTTPServer(DemoHTTPServer):
+    app: StaticServer
 
 
 class _StaticHandler(BaseHTTPRequestHandler):

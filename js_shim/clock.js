@@ -1,4 +1,5 @@
-// The only file that reads the clock, makes randomness or sets timers.
+// The only file that reads the clock, makes ids and jitter, or sets timers.
+// (Key material and IVs are pii.js's, next to the crypto that uses them.)
 
 /** @returns {number} ms since the epoch */
 export function nowMs() {

@@ -13,7 +13,8 @@ export class Driver {
    *   log: (level: string, message: string, extra?: unknown) => void,
    *   clock: {nowMs: () => number, jitter: () => number, soon: (fn: () => void) => void,
    *           timers: {set: (key: string, atMs: number, fn: () => void) => void, cancel: (key: string) => void}},
-   *   post: (req: {url: string, body: string, keepalive: boolean, timeoutMs: number}) =>
+   *   post: (req: {url: string, method: string, headers: Record<string, string>, body: string,
+   *                 keepalive: boolean, timeoutMs: number}) =>
    *         Promise<import("./transport/fetch_keepalive.js").SendOutcome>,
    *   onStatus: (status: object) => void,
    * }} deps
@@ -67,9 +68,18 @@ export class Driver {
 
   /** @returns {Promise<boolean>} resolves with the core's SettleFlush */
   flush() {
+    return this.waitFor((flushId) => ({ type: "flush_requested", flush_id: flushId }));
+  }
+
+  /**
+   * Push a fact that the core answers later with `SettleFlush(flush_id)`.
+   * @param {(flushId: string) => {type: string}} makeFact
+   * @returns {Promise<boolean>}
+   */
+  waitFor(makeFact) {
     const flushId = `f${++this.flushSeq}`;
     const promise = new Promise((resolve) => this.flushes.set(flushId, resolve));
-    this.push({ type: "flush_requested", flush_id: flushId });
+    this.push(makeFact(flushId));
     return promise;
   }
 
@@ -108,7 +118,14 @@ export class Driver {
     const { capture, emitter, log, clock, post, onStatus } = this.deps;
     switch (cmd.type) {
       case "send":
-        post({ url: cmd.url, body: cmd.body, keepalive: cmd.keepalive, timeoutMs: cmd.timeout_ms }).then((out) => {
+        post({
+          url: cmd.url,
+          method: cmd.method,
+          headers: cmd.headers,
+          body: cmd.body,
+          keepalive: cmd.keepalive,
+          timeoutMs: cmd.timeout_ms,
+        }).then((out) => {
           if (out.ok) this.push({ type: "send_succeeded", batch_id: cmd.batch_id, status: out.status, reply: out.reply ?? null });
           else {
             this.push({
@@ -130,6 +147,9 @@ export class Driver {
         break;
       case "delete_dead_letters":
         capture.deleteDeadLetters(cmd.event_ids);
+        break;
+      case "requeue":
+        capture.requeue(cmd.records);
         break;
       case "set_timer":
         clock.timers.set(cmd.key, cmd.at_ms, () => this.push({ type: "timer_fired", key: cmd.key }));

@@ -4,14 +4,17 @@ import BOOTSTRAP_RULES from "./bootstrap_rules.json" with { type: "json" };
 import { loadCore } from "./bridge.js";
 import { Capture, InputError } from "./capture.js";
 import { Timers, jitter, nowMs, soon } from "./clock.js";
+import { consentProblem } from "./consent.js";
 import { Driver } from "./driver.js";
 import { Emitter } from "./emitter.js";
 import { Lifecycle } from "./lifecycle.js";
 import { createLogger } from "./log.js";
+import { PiiVault } from "./pii.js";
+import { IndexedDbKeyStore } from "./storage/indexeddb.js";
 import { LocalStorageStore } from "./storage/local_storage.js";
 import { MemoryStore } from "./storage/memory.js";
 import { sendBeacon } from "./transport/beacon.js";
-import { postJson } from "./transport/fetch_keepalive.js";
+import { sendRequest } from "./transport/fetch_keepalive.js";
 
 const VERSION = "0.1.0";
 
@@ -49,6 +52,18 @@ export function createRevu(env = {}) {
     emitter.emit("error", { code, message });
   }
 
+  /** Run `fn` (a public call); a caller mistake becomes an `error` event and `fallback`. */
+  function guarded(name, fallback, fn) {
+    try {
+      if (!capture) throw new InputError("not_initialised", `revu.${name}: call revu.init first`);
+      return fn();
+    } catch (err) {
+      if (err instanceof InputError) report(err.code, err.message);
+      else report(`${name}_failed`, `revu.${name} failed: ${err}`);
+      return fallback;
+    }
+  }
+
   function openStore(options) {
     if (options.storage === "memory") return new MemoryStore();
     try {
@@ -56,6 +71,18 @@ export function createRevu(env = {}) {
     } catch (err) {
       report("storage_unavailable", `localStorage unavailable (${err && err.message}); running memory-only: events will not survive a reload`);
       return new MemoryStore();
+    }
+  }
+
+  /** PII at rest needs a non-extractable key in IndexedDB; without one, PII stays in memory. */
+  async function openVault(options, store) {
+    if (!store.durable) return capture.setVault(null);
+    try {
+      const keyStore = await IndexedDbKeyStore.open(`${options.storageKey ?? "revu"}-vault`);
+      await capture.setVault(await PiiVault.open({ keyStore }));
+    } catch (err) {
+      log("warn", `no PII vault (${err && err.message}); events flagged pii are kept in memory only`);
+      await capture.setVault(null);
     }
   }
 
@@ -88,7 +115,14 @@ export function createRevu(env = {}) {
         },
       });
       const stored = capture.load();
-      if (stored && typeof stored === "object") capture.rules = { ...BOOTSTRAP_RULES, ...stored };
+      if (stored.rules && typeof stored.rules === "object") capture.rules = { ...BOOTSTRAP_RULES, ...stored.rules };
+      // The page's explicit choice wins; else what it chose on an earlier visit; else granted.
+      let consent = options.consent ?? stored.consent ?? "granted";
+      if (consentProblem(consent)) {
+        report("invalid_consent", `revu.init: ${consentProblem(consent)}; using "denied" until revu.consent() is called`);
+        consent = "denied";
+      }
+      capture.setConsent(consent);
       endpoint = String(options.host ?? capture.rules.defaultHost).replace(/\/+$/, "") + capture.rules.eventsPath;
       if (!store.durable) log("warn", "running memory-only: events will not survive a reload");
       driver = new Driver({
@@ -96,7 +130,7 @@ export function createRevu(env = {}) {
         emitter,
         log,
         clock: { nowMs, jitter, soon, timers: new Timers() },
-        post: postJson,
+        post: sendRequest,
         onStatus: (status) => {
           coreStatus = status;
         },
@@ -108,14 +142,14 @@ export function createRevu(env = {}) {
         onOffline: () => driver.push({ type: "went_offline" }),
       });
       lifecycle.install();
-      startCore(options, store);
+      startCore({ ...options, consent }, store, openVault(options, store));
     } catch (err) {
       if (err instanceof InputError) report(err.code, err.message);
       else report("init_failed", `revu.init failed: ${err}`);
     }
   }
 
-  async function startCore(options, store) {
+  async function startCore(options, store, vaultReady) {
     try {
       const assetsUrl = options.assetsUrl ?? env.scriptUrl;
       if (!assetsUrl) throw new Error("cannot tell where revu.js was loaded from; pass assetsUrl to init");
@@ -123,6 +157,7 @@ export function createRevu(env = {}) {
       const started = JSON.parse(await core.start(JSON.stringify(options)));
       if (!started.ok) throw new InputError("invalid_options", `revu.init: ${started.error}`);
       debug = started.options.debug;
+      await vaultReady; // sealed records from earlier pages are opened before the core sees the queue
       capture.coreLive = true;
       const { queued, dead } = capture.snapshot();
       await driver.start(core, {
@@ -134,6 +169,7 @@ export function createRevu(env = {}) {
         online: lifecycle.isOnline(),
         dropped_before_start: capture.droppedBeforeStart,
         storage: store.kind,
+        consent: capture.consent,
       });
       lifecycle.moveTerminalLast();
       isReady = true;
@@ -146,19 +182,21 @@ export function createRevu(env = {}) {
     }
   }
 
+  /** Tell the core of a captured item; from the snapshot on (same task), none is missed. */
+  function announce({ record, durable }) {
+    if (capture.coreLive) driver.push({ type: "recorded", record, durable });
+  }
+
   function record(event, properties, options) {
-    try {
-      if (!capture) throw new InputError("not_initialised", "revu.record: call revu.init first");
-      const { eventId, record: stored, durable } = capture.record(event, properties, options, nowMs());
-      // From the snapshot on, the core hears of each record (same task as the
-      // snapshot, so none falls between the two).
-      if (capture.coreLive) driver.push({ type: "recorded", record: stored, durable });
-      return eventId;
-    } catch (err) {
-      if (err instanceof InputError) report(err.code, err.message);
-      else report("record_failed", `revu.record failed: ${err}`);
-      return null;
-    }
+    return guarded("record", null, () => {
+      const captured = capture.record(event, properties, options, nowMs());
+      announce(captured); // a consent-blocked event too: the core counts it
+      if (!captured.allowed) {
+        log("info", `revu.record("${event}"): not recorded, consent does not allow its category`);
+        return null;
+      }
+      return captured.eventId;
+    });
   }
 
   function flush() {
@@ -169,9 +207,21 @@ export function createRevu(env = {}) {
     return driver.flush();
   }
 
+  function consent(state) {
+    return guarded("consent", false, () => {
+      const problem = consentProblem(state);
+      if (problem) throw new InputError("invalid_consent", `revu.consent: ${problem}`);
+      const purged = capture.setConsent(state);
+      capture.guard("write", () => capture.store.putConsent(state));
+      if (purged) log("info", `consent changed: ${purged} stored items purged`);
+      driver.push({ type: "consent_changed", consent: state });
+      return true;
+    });
+  }
+
   function status() {
     const shim = capture
-      ? { storage: capture.store.kind, durable: capture.durable, memoryOnly: !capture.durable }
+      ? { storage: capture.store.kind, durable: capture.durable, memoryOnly: !capture.durable, consent: capture.consent, pii: capture.piiMode }
       : { storage: null, durable: false, memoryOnly: true };
     return {
       ...(coreStatus ?? { queued: capture ? capture.queue.size : 0, online: lifecycle ? lifecycle.isOnline() : true }),
@@ -189,7 +239,39 @@ export function createRevu(env = {}) {
     }
   }
 
-  return { init, record, flush, status, on, ready, version: VERSION };
+  const outbox = {
+    /** Durable, ordered-per-stream, retried write; returns the entry or null on bad input. */
+    enqueue(spec) {
+      return guarded("outbox.enqueue", null, () => {
+        const captured = capture.recordMutation(spec, nowMs(), globalThis.location ? location.href : undefined);
+        announce(captured);
+        const { mutation, env: envelope } = captured.record;
+        return { id: captured.eventId, idempotencyKey: mutation.idempotency_key, stream: envelope.stream ?? null, status: "pending" };
+      });
+    },
+    /** Queued and dead-lettered items (events and mutations), in clear. */
+    entries() {
+      return guarded("outbox.entries", [], () => capture.entries());
+    },
+    /** Requeue a dead letter; resolves true once acked, false if it fails for good again. */
+    retry(id) {
+      return guarded("outbox.retry", Promise.resolve(false), () =>
+        driver.waitFor((flushId) => ({ type: "dead_letter_retried", event_id: String(id), flush_id: flushId })));
+    },
+    /** Forget a dead letter (after the app rolled back what it showed). */
+    drop(id) {
+      return guarded("outbox.drop", false, () => {
+        driver.push({ type: "dead_letter_dropped", event_id: String(id) });
+        return true;
+      });
+    },
+    /** `fn(failure)` for every item that fails for good: undo optimistic UI there. */
+    onRollback(fn) {
+      return on("outbox:failed", fn);
+    },
+  };
+
+  return { init, record, flush, consent, status, on, outbox, ready, version: VERSION };
 }
 
 if (typeof window !== "undefined" && !window.revu?.version) {

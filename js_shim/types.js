@@ -17,12 +17,13 @@
  * @typedef {object} Store
  * @property {string} kind                                 "localStorage" | "memory"
  * @property {boolean} durable                             survives a reload
- * @property {() => {queued: StoredItem[], dead: StoredItem[], rules: Rules|null}} loadAll
+ * @property {() => {queued: StoredItem[], dead: StoredItem[], rules: Rules|null, consent: unknown}} loadAll
  * @property {(id: string, raw: string) => void} putRecord
  * @property {(ids: string[]) => void} deleteRecords
  * @property {(id: string, raw: string) => void} putDeadLetter
  * @property {(ids: string[]) => void} deleteDeadLetters
  * @property {(rules: Rules) => void} putRules
+ * @property {(consent: unknown) => void} putConsent
  */
 
 /**

@@ -24,7 +24,7 @@ export class LocalStorageStore {
     this.ls.removeItem(probe);
   }
 
-  /** @returns {{queued: {id: string, raw: string}[], dead: {id: string, raw: string}[], rules: object|null}} */
+  /** @returns {{queued: {id: string, raw: string}[], dead: {id: string, raw: string}[], rules: object|null, consent: unknown}} */
   loadAll() {
     const queued = [];
     const dead = [];
@@ -36,13 +36,16 @@ export class LocalStorageStore {
       if (key.startsWith(q)) queued.push({ id: key.slice(q.length), raw: this.ls.getItem(key) ?? "" });
       else if (key.startsWith(d)) dead.push({ id: key.slice(d.length), raw: this.ls.getItem(key) ?? "" });
     }
-    let rules = null;
+    return { queued, dead, rules: this.readJson("rules"), consent: this.readJson("consent") };
+  }
+
+  /** @param {string} name @returns {unknown} a stored JSON value, or null when absent or corrupt */
+  readJson(name) {
     try {
-      rules = JSON.parse(this.ls.getItem(`${this.prefix}:rules`) ?? "null");
+      return JSON.parse(this.ls.getItem(`${this.prefix}:${name}`) ?? "null");
     } catch (_) {
-      rules = null; // corrupt rules: fall back to the bootstrap defaults
+      return null; // corrupt: the caller falls back to its default
     }
-    return { queued, dead, rules };
   }
 
   /** @param {string} id @param {string} raw @returns {void} */
@@ -68,5 +71,10 @@ export class LocalStorageStore {
   /** @param {object} rules @returns {void} */
   putRules(rules) {
     this.ls.setItem(`${this.prefix}:rules`, JSON.stringify(rules));
+  }
+
+  /** @param {unknown} consent @returns {void} */
+  putConsent(consent) {
+    this.ls.setItem(`${this.prefix}:consent`, JSON.stringify(consent));
   }
 }

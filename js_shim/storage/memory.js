@@ -14,12 +14,13 @@ export class MemoryStore {
     /** @type {Map<string, string>} */
     this.dead = new Map();
     this.rules = null;
+    this.consent = null;
   }
 
-  /** @returns {{queued: {id: string, raw: string}[], dead: {id: string, raw: string}[], rules: object|null}} */
+  /** @returns {{queued: {id: string, raw: string}[], dead: {id: string, raw: string}[], rules: object|null, consent: unknown}} */
   loadAll() {
     const items = (m) => Array.from(m, ([id, raw]) => ({ id, raw }));
-    return { queued: items(this.queued), dead: items(this.dead), rules: this.rules };
+    return { queued: items(this.queued), dead: items(this.dead), rules: this.rules, consent: this.consent };
   }
 
   /** @param {string} id @param {string} raw @returns {void} */
@@ -45,5 +46,10 @@ export class MemoryStore {
   /** @param {object} rules @returns {void} */
   putRules(rules) {
     this.rules = rules;
+  }
+
+  /** @param {unknown} consent @returns {void} */
+  putConsent(consent) {
+    this.consent = consent;
   }
 }

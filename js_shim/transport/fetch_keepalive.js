@@ -10,16 +10,17 @@
  */
 
 /**
- * POST a JSON body with `keepalive` (so it survives the page going away) and
- * an abort after `timeoutMs`. Never rejects.
+ * Make a request with `keepalive` (so it survives the page going away) and an
+ * abort after `timeoutMs`. Never rejects. An empty body is sent as none.
  *
  * Keepalive bodies share a 64 KiB in-flight budget per page
  * (https://fetch.spec.whatwg.org/#http-network-or-cache-fetch); the core only
  * asks for keepalive on bodies within it.
- * @param {{url: string, body: string, keepalive: boolean, timeoutMs: number}} req
+ * @param {{url: string, method: string, headers: Record<string, string>, body: string,
+ *          keepalive: boolean, timeoutMs: number}} req
  * @returns {Promise<SendOutcome>}
  */
-export async function postJson({ url, body, keepalive, timeoutMs }) {
+export async function sendRequest({ url, method, headers, body, keepalive, timeoutMs }) {
   const controller = new AbortController();
   let timedOut = false;
   const timer = setTimeout(() => {
@@ -28,9 +29,9 @@ export async function postJson({ url, body, keepalive, timeoutMs }) {
   }, timeoutMs);
   try {
     const res = await fetch(url, {
-      method: "POST",
-      body,
-      headers: { "Content-Type": "application/json" },
+      method,
+      body: body === "" ? undefined : body,
+      headers,
       keepalive,
       credentials: "omit",
       mode: "cors",

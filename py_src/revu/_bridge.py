@@ -25,8 +25,14 @@ def snake_case(name: str) -> str:
 
 
 _FACTS: dict[str, type[f.Fact]] = {snake_case(cls.__name__): cls for cls in f.ALL_FACTS}
-_TUPLE_FIELDS = {cls: {fd.name for fd in dataclasses.fields(cls) if str(fd.type).startswith("tuple")}
-                 for cls in f.ALL_FACTS}
+
+# JSON types each annotation admits (facts use only these annotations).
+_JSON_TYPES: dict[str, tuple[type, ...]] = {
+    "int": (int, float), "str": (str,), "bool": (bool,), "float": (int, float),
+    "int | None": (int, float, type(None)), "str | None": (str, type(None)),
+    "tuple[str, ...]": (list,), "tuple[dict[str, Any], ...]": (list,),
+    "dict[str, Any]": (dict,), "dict[str, int]": (dict,),
+}
 
 
 def fact_from_json(data: Any) -> f.Fact:
@@ -46,14 +52,20 @@ def fact_from_json(data: Any) -> f.Fact:
     unknown = set(values) - names
     if unknown:
         raise UsageError(f"{kind}: unknown fields {sorted(unknown)}")
-    now_ms = values.get("now_ms")
-    if not isinstance(now_ms, (int, float)) or isinstance(now_ms, bool):
-        raise UsageError(f"{kind}: now_ms must be a number")
-    values["now_ms"] = int(now_ms)
-    for name in _TUPLE_FIELDS[cls] & set(values):
-        if not isinstance(values[name], list):
-            raise UsageError(f"{kind}: {name} must be a list")
-        values[name] = tuple(values[name])
+    if "now_ms" not in values:
+        raise UsageError(f"{kind}: now_ms is required")
+    for fd in dataclasses.fields(cls):
+        if fd.name not in values:
+            continue
+        value = values[fd.name]
+        allowed = _JSON_TYPES.get(str(fd.type))
+        if allowed is not None and (not isinstance(value, allowed)
+                                    or (isinstance(value, bool) and bool not in allowed)):
+            raise UsageError(f"{kind}: {fd.name} must be {fd.type}, not {type(value).__name__}")
+        if str(fd.type) in ("int", "int | None") and isinstance(value, float):
+            values[fd.name] = int(value)
+        elif isinstance(value, list):
+            values[fd.name] = tuple(value)
     return cls(**values)
 
 

@@ -17,9 +17,11 @@ class Command:
 
 @dataclass(frozen=True)
 class Send(Command):
-    """POST ``body`` to ``url`` (Content-Type application/json), with
-    ``keepalive`` and an abort after ``timeout_ms``. Report ``SendSucceeded``
-    for any 2xx, ``SendFailed`` otherwise."""
+    """Make the request: ``method`` ``url`` with ``body`` and ``headers``
+    (events: POST, ``Content-Type: application/json``), with ``keepalive`` and
+    an abort after ``timeout_ms``. Report ``SendSucceeded`` for any 2xx (with
+    the parsed JSON reply), ``SendFailed`` otherwise. ``kind`` is "events" (a
+    batch) or "mutation" (one mutation-outbox entry)."""
 
     batch_id: str
     url: str
@@ -27,6 +29,9 @@ class Send(Command):
     event_ids: tuple[str, ...]
     keepalive: bool = True
     timeout_ms: int = 10_000
+    method: str = "POST"
+    headers: dict[str, str] = field(default_factory=lambda: {"Content-Type": "application/json"})
+    kind: str = "events"
 
 
 @dataclass(frozen=True)
@@ -42,6 +47,13 @@ class StoreDeadLetters(Command):
     """Write each entry under the dead-letter key and delete its queued record."""
 
     entries: tuple[dict[str, Any], ...]
+
+
+@dataclass(frozen=True)
+class Requeue(Command):
+    """Write each record back to the queue and delete its dead letter."""
+
+    records: tuple[dict[str, Any], ...]
 
 
 @dataclass(frozen=True)

@@ -42,6 +42,11 @@ class Config:
     max_retry_after_ms: int = 3_600_000
     request_timeout_ms: int = 10_000
     max_dead_letters: int = 1_000
+    max_queue_bytes: int = 2_000_000
+    max_age_ms: int = 30 * 24 * 3_600_000
+    max_attempts: int = 0
+    consent: Any = "granted"
+    coalesce: Any = None
     debug: bool = False
 
     @property
@@ -88,8 +93,11 @@ class Config:
         for f in fields(self):
             if f.type == "int":
                 value = getattr(self, f.name)
-                if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                    raise UsageError(f"{_camel(f.name)} must be a positive integer")
+                low = 0 if f.name == "max_attempts" else 1
+                if not isinstance(value, int) or isinstance(value, bool) or value < low:
+                    raise UsageError(f"{_camel(f.name)} must be {'a non-negative' if low == 0 else 'a positive'} integer")
+        check_consent(self.consent)
+        _check_coalesce(self.coalesce)
         if self.max_batch > self.max_queue:
             raise UsageError("maxBatch cannot exceed maxQueue")
         if self.flush_at > self.max_queue:
@@ -116,6 +124,10 @@ class Config:
             "beaconMaxBytes": self.max_batch_bytes,
         }
 
+    def coalesce_rule(self, event: str) -> dict[str, int] | None:
+        """The coalescing rule for an event name, if any (``windowMs``, ``ttlMs``)."""
+        return (self.coalesce or {}).get(event)
+
     def as_options(self) -> dict[str, Any]:
         return {_camel(k): v for k, v in asdict(self).items()}
 
@@ -123,3 +135,47 @@ class Config:
 def _camel(name: str) -> str:
     head, *rest = name.split("_")
     return head + "".join(part.title() for part in rest)
+
+
+def check_consent(state: Any) -> None:
+    """``"granted"``, ``"denied"`` or ``{category: bool}``.
+
+    Raises:
+        UsageError: anything else.
+    """
+    if state in ("granted", "denied"):
+        return
+    if isinstance(state, dict) and state and all(
+            isinstance(k, str) and k and isinstance(v, bool) for k, v in state.items()):
+        return
+    raise UsageError('consent must be "granted", "denied" or an object of category: true/false')
+
+
+def consent_allows(state: Any, category: str) -> bool:
+    """Whether ``state`` lets an item of ``category`` be stored and sent.
+
+    "necessary" (mutation-outbox writes the user asked for) is always allowed;
+    a category missing from a per-category state is denied. The shim applies
+    the same rule at capture (``js_shim/consent.js``); a contract test keeps
+    them equal.
+    """
+    if category == "necessary" or state == "granted":
+        return True
+    if isinstance(state, dict):
+        return state.get(category, False) is True
+    return False
+
+
+def _check_coalesce(rules: Any) -> None:
+    if rules is None:
+        return
+    if not isinstance(rules, dict):
+        raise UsageError("coalesce must be an object of event name: {windowMs, ttlMs}")
+    for name, rule in rules.items():
+        if not isinstance(name, str) or not name or not isinstance(rule, dict) or not rule:
+            raise UsageError("coalesce must be an object of event name: {windowMs, ttlMs}")
+        for key, value in rule.items():
+            if key not in ("windowMs", "ttlMs"):
+                raise UsageError(f"coalesce.{name}: unknown key {key!r} (windowMs, ttlMs)")
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise UsageError(f"coalesce.{name}.{key} must be a positive integer")

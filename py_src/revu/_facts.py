@@ -22,8 +22,9 @@ class Restored(Fact):
     ``records`` are the raw stored values of queued records (``{"id", "raw"}``:
     the storage id and the stored string), in any order; ``dead_letters`` the
     same for the dead-letter list. ``durable`` is False when the shim runs on
-    memory only. ``dropped_before_start`` counts records the shim evicted by
-    the published ``maxQueue`` rule while the core was not running. The core
+    memory only. ``dropped_before_start`` counts, by reason, records the shim
+    removed by published rules while the core was not running (``overflow``,
+    ``consent``). ``consent`` is the page's current consent state. The core
     answers with deletes for corrupt values, sends for what is queued, and
     publishes its rules.
     """
@@ -32,8 +33,9 @@ class Restored(Fact):
     dead_letters: tuple[dict[str, Any], ...] = ()
     durable: bool = True
     online: bool = True
-    dropped_before_start: int = 0
+    dropped_before_start: dict[str, int] = field(default_factory=dict)
     storage: str = "localStorage"
+    consent: Any = "granted"
 
 
 @dataclass(frozen=True)
@@ -109,6 +111,33 @@ class Beaconed(Fact):
 
 
 @dataclass(frozen=True)
+class ConsentChanged(Fact):
+    """The page called ``revu.consent(state)``. The shim has already purged
+    what the state no longer allows from storage (it must happen at once, even
+    before the core runs); the core drops the same items from its queue, counts
+    them and never sends them."""
+
+    consent: Any = "granted"
+
+
+@dataclass(frozen=True)
+class DeadLetterRetried(Fact):
+    """The page asked to retry a dead letter. The core requeues it and answers
+    ``SettleFlush(flush_id)`` when it is acked (True) or fails for good again
+    (False)."""
+
+    event_id: str = ""
+    flush_id: str = ""
+
+
+@dataclass(frozen=True)
+class DeadLetterDropped(Fact):
+    """The page dropped a dead letter (for example after rolling back its UI)."""
+
+    event_id: str = ""
+
+
+@dataclass(frozen=True)
 class StorageFailed(Fact):
     """A storage operation threw (quota, disabled storage). The shim keeps the
     data in memory; the core reports the SDK as not durable."""
@@ -120,4 +149,5 @@ class StorageFailed(Fact):
 ALL_FACTS: tuple[type[Fact], ...] = (
     Restored, Recorded, FlushRequested, SendSucceeded, SendFailed,
     TimerFired, WentOnline, WentOffline, Beaconed, StorageFailed,
+    ConsentChanged, DeadLetterRetried, DeadLetterDropped,
 )

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import heapq
+from collections.abc import Callable, Iterable
 from email.utils import parsedate_to_datetime
 
 from ._records import Record
@@ -86,3 +87,52 @@ def take_batch(records: Iterable[Record], max_count: int, max_bytes: int, api_ke
         if len(batch) >= max_count:
             break
     return batch
+
+
+def send_order(records: Iterable[Record]) -> list[Record]:
+    """Records in the order they should be sent.
+
+    Higher priority first (high > normal > low), then record order; but within
+    a stream, record order always wins: an item is eligible only once every
+    earlier item of its stream is ahead of it. Items without a stream are
+    ordered by priority alone.
+    """
+    streams: dict[str, list[Record]] = {}
+    heap: list[tuple[int, int, str | None, int]] = []
+    loose: dict[int, Record] = {}
+    for record in records:  # records arrive in seq order
+        stream = record.stream
+        if stream is None:
+            loose[record.seq] = record
+            heap.append((record.rank, record.seq, None, 0))
+        else:
+            streams.setdefault(stream, []).append(record)
+    for stream, items in streams.items():
+        heap.append((items[0].rank, items[0].seq, stream, 0))
+    heapq.heapify(heap)
+    out: list[Record] = []
+    while heap:
+        _rank, seq, stream, index = heapq.heappop(heap)
+        if stream is None:
+            out.append(loose[seq])
+            continue
+        items = streams[stream]
+        out.append(items[index])
+        if index + 1 < len(items):
+            nxt = items[index + 1]
+            heapq.heappush(heap, (nxt.rank, nxt.seq, stream, index + 1))
+    return out
+
+
+def eviction_order(records: Iterable[Record], coalescible: Callable[[Record], bool]) -> list[Record]:
+    """Which records go first when a cap is hit: low-priority and coalescible
+    events, then normal, then high; mutation-outbox entries last; oldest first
+    within each class."""
+    def klass(record: Record) -> int:
+        if record.mutation is not None:
+            return 3
+        if record.rank == 2 or coalescible(record):
+            return 0
+        return 2 if record.rank == 0 else 1
+
+    return sorted(records, key=lambda r: (klass(r), r.seq))

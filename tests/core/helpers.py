@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from revu import Config, Outbox
+from revu._config import consent_allows
 from revu import _commands as c
 from revu import _facts as f
 
@@ -28,6 +29,23 @@ class FakeServer:
     envelopes: dict[str, dict[str, Any]] = field(default_factory=dict)
     duplicates: int = 0
     requests: list[dict[str, Any]] = field(default_factory=list)
+
+    mutations: dict[str, dict[str, Any]] = field(default_factory=dict)  # idempotency key -> applied body
+    applied: list[str] = field(default_factory=list)  # idempotency keys, in apply order
+    replays: int = 0
+    refuse: set[str] = field(default_factory=set)  # mutation texts answered {"ok": false}
+
+    def mutate(self, send: Any) -> tuple[int, Any]:
+        key = send.headers["Idempotency-Key"]
+        body = json.loads(send.body) if send.body else None
+        if isinstance(body, dict) and body.get("text") in self.refuse:
+            return 200, {"ok": False, "code": "refused_by_test"}
+        if key in self.mutations:
+            self.replays += 1
+        else:
+            self.mutations[key] = {"url": send.url, "body": body}
+            self.applied.append(key)
+        return 200, {"ok": True, "emitId": key}
 
     def receive(self, body: str) -> tuple[int, Any]:
         data = json.loads(body)
@@ -62,6 +80,7 @@ class FakeBrowser:
         self.dead_store: dict[str, str] = {}
         self.memory: dict[str, str] = {}  # records of a non-durable page
         self.rules: dict[str, Any] | None = None
+        self.consent_state: Any = self.config.consent
         self.seq = 0
         self.next_id = 0
         self.recorded: list[tuple[str, str | None]] = []  # (event_id, stream), record order
@@ -88,6 +107,7 @@ class FakeBrowser:
             records=tuple({"id": k, "raw": v} for k, v in self.store.items()),
             dead_letters=tuple({"id": k, "raw": v} for k, v in self.dead_store.items()),
             durable=self.durable,
+            consent=self.consent_state,
         ))
 
     def reload(self, requests_arrive: bool = False) -> list[c.Command]:
@@ -97,24 +117,67 @@ class FakeBrowser:
         """
         if requests_arrive:
             for send in self.in_flight.values():
-                self.server.receive(send.body)
+                if send.kind == "mutation":
+                    self.server.mutate(send)
+                else:
+                    self.server.receive(send.body)
         return self.boot()
 
     # -- the page ------------------------------------------------------------
 
-    def record(self, event: str = "click", stream: str | None = None, **props: Any) -> str:
+    def record(self, event: str = "click", stream: str | None = None, priority: str | None = None,
+               keys: dict[str, str] | None = None, meta: dict[str, Any] | None = None,
+               mutation: dict[str, Any] | None = None, **props: Any) -> str:
+        """What capture.js does: store, then tell the core. Consent is checked
+        first, as capture does (a disallowed event is never stored)."""
         self.next_id += 1
         event_id = f"ev-{self.next_id:05d}"
         self.seq = max(self.now * 1000, self.seq + 1)
         env: dict[str, Any] = {"event_id": event_id, "event": event, "properties": props, "created_at": self.now}
         if stream is not None:
             env["stream"] = stream
-        record = {"v": 1, "seq": self.seq, "env": env}
-        (self.store if self.durable else self.memory)[event_id] = json.dumps(record)
+        if priority is not None:
+            env["priority"] = priority
+        if keys is not None:
+            env["keys"] = keys
+        record: dict[str, Any] = {"v": 1, "seq": self.seq, "env": env}
+        if meta:
+            record["meta"] = meta
+        if mutation is not None:
+            record["mutation"] = mutation
         self.recorded.append((event_id, stream))
         self.names[event_id] = event
+        category = "necessary" if mutation is not None else (meta or {}).get("category", "analytics")
+        if not consent_allows(self.consent_state, category):
+            self.dropped[event_id] = "consent"
+            return event_id
+        (self.store if self.durable else self.memory)[event_id] = json.dumps(record)
         self.feed(f.Recorded(now_ms=self.now, record=record, durable=self.durable))
         return event_id
+
+    def retry(self, event_id: str) -> str:
+        """revu.outbox.retry(id): requeue a dead letter; settles like a flush."""
+        flush_id = f"r{len(self.flushes) + 1}"
+        self.flushes[flush_id] = None
+        self.feed(f.DeadLetterRetried(now_ms=self.now, event_id=event_id, flush_id=flush_id))
+        return flush_id
+
+    def enqueue(self, text: str, stream: str | None = "chat", key: str | None = None) -> str:
+        """revu.outbox.enqueue: a chat message as a mutation."""
+        mutation = {"method": "POST", "url": f"https://app.test/chat/{stream}", "body": {"text": text},
+                    "headers": {}, "idempotency_key": key or f"idem-{self.next_id + 1}"}
+        return self.record("$mutation", stream=stream, mutation=mutation)
+
+    def consent(self, state: Any) -> list[c.Command]:
+        """What revu.consent() does: purge storage at once, then tell the core."""
+        self.consent_state = state
+        for store in (self.store, self.memory):
+            for event_id, raw in list(store.items()):
+                value = json.loads(raw)
+                category = "necessary" if "mutation" in value else value.get("meta", {}).get("category", "analytics")
+                if not consent_allows(state, category):
+                    del store[event_id]
+        return self.feed(f.ConsentChanged(now_ms=self.now, consent=state))
 
     def flush(self) -> str:
         flush_id = f"f{len(self.flushes) + 1}"
@@ -125,21 +188,23 @@ class FakeBrowser:
     # -- the network ---------------------------------------------------------
 
     def deliver(self, outcome: str = "ok", status: int = 503, retry_after: str | None = None,
-                jitter: float = 0.0) -> list[c.Command]:
-        """Resolve the oldest in-flight send.
+                jitter: float = 0.0, kind: str | None = None) -> list[c.Command]:
+        """Resolve the oldest in-flight send (of ``kind`` "events"/"mutation" if given).
 
         outcome: "ok" (server answers), "ack_loss" (server stores, reply lost),
         "network" (never arrives), "status" (server answers ``status`` without storing).
         """
-        batch_id, send = next(iter(self.in_flight.items()))
+        batch_id, send = next(iter(self.in_flight.items())) if kind is None else next(
+            (b, s) for b, s in self.in_flight.items() if s.kind == kind)
         del self.in_flight[batch_id]
+        receive = self.server.mutate if send.kind == "mutation" else (lambda s: self.server.receive(s.body))
         if outcome == "ok":
-            code, reply = self.server.receive(send.body)
+            code, reply = receive(send)
             if 200 <= code < 300:
                 return self.feed(f.SendSucceeded(now_ms=self.now, batch_id=batch_id, status=code, reply=reply))
             return self.feed(f.SendFailed(now_ms=self.now, batch_id=batch_id, status=code, jitter=jitter))
         if outcome == "ack_loss":
-            self.server.receive(send.body)
+            receive(send)
             return self.feed(f.SendFailed(now_ms=self.now, batch_id=batch_id, error="network_error", jitter=jitter))
         if outcome == "network":
             return self.feed(f.SendFailed(now_ms=self.now, batch_id=batch_id, error="network_error", jitter=jitter))
@@ -199,6 +264,12 @@ class FakeBrowser:
                 if self.durable:
                     self.dead_store[event_id] = json.dumps(entry)
                 self.dead_ids.add(event_id)
+        elif isinstance(cmd, c.Requeue):
+            for value in cmd.records:
+                event_id = value["env"]["event_id"]
+                self.dead_store.pop(event_id, None)
+                self.dead_ids.discard(event_id)
+                (self.store if self.durable else self.memory)[event_id] = json.dumps(value)
         elif isinstance(cmd, c.DeleteDeadLetters):
             for event_id in cmd.event_ids:
                 self.dead_store.pop(event_id, None)
@@ -224,6 +295,10 @@ class FakeBrowser:
         return [list(cmd.event_ids) for cmd in self.history if isinstance(cmd, c.Send)]
 
 
-def record_value(event_id: str, seq: int, event: str = "click", **extra: Any) -> dict[str, Any]:
-    env = {"event_id": event_id, "event": event, "properties": {}, "created_at": seq // 1000, **extra}
-    return {"v": 1, "seq": seq, "env": env}
+def record_value(event_id: str, seq: int, event: str = "click", meta: dict[str, Any] | None = None,
+                 created_at: int = T0, **extra: Any) -> dict[str, Any]:
+    env = {"event_id": event_id, "event": event, "properties": {}, "created_at": created_at, **extra}
+    value: dict[str, Any] = {"v": 1, "seq": seq, "env": env}
+    if meta:
+        value["meta"] = meta
+    return value

@@ -38,8 +38,8 @@ def test_flush_at_sends_one_batch_with_the_wire_body():
         "b1", "https://in.test/v1/behavior/events", ("a", "b"), True, 10_000)
     body = json.loads(send.body)
     assert body == {"api_key": "k", "batch": [
-        {"event_id": "a", "event": "click", "properties": {}, "created_at": 0, "sent_at": T0 + 7},
-        {"event_id": "b", "event": "click", "properties": {}, "created_at": 0, "sent_at": T0 + 7},
+        {"event_id": "a", "event": "click", "properties": {}, "created_at": T0, "sent_at": T0 + 7},
+        {"event_id": "b", "event": "click", "properties": {}, "created_at": T0, "sent_at": T0 + 7},
     ]}
     assert outbox.state is State.SENDING
 
@@ -262,7 +262,7 @@ def test_restore_orders_by_seq_drains_backlog_and_removes_corrupt():
         {"id": "junk", "raw": "{not json"},
         {"id": "a", "raw": json.dumps(record_value("a", 10))},
     ]
-    cmds = outbox.handle(f.Restored(now_ms=T0, records=tuple(records), dropped_before_start=4))
+    cmds = outbox.handle(f.Restored(now_ms=T0, records=tuple(records), dropped_before_start={"overflow": 4}))
     assert c.Delete(("junk",), reason="corrupt") in cmds
     assert any(isinstance(cmd, c.Emit) and cmd.name == "error" and cmd.detail["code"] == "corrupt_record" for cmd in cmds)
     sends = [cmd for cmd in cmds if isinstance(cmd, c.Send)]
@@ -347,3 +347,21 @@ def test_beacon_outcomes_are_counted():
     b.feed(f.Beaconed(now_ms=b.now, event_ids=("x",), queued=True))
     assert b.status["beaconed"] == 1
     assert b.outbox.queued_ids, "beaconed events stay queued until a later ack"
+
+
+def test_bisection_cost_is_logarithmic_per_poison():
+    for poison_at in (0, 17, 49):
+        b = FakeBrowser(server=FakeServer(poison={"bad"}), flushAt=50, maxBatch=50)
+        ids = [b.record("bad" if i == poison_at else "ok") for i in range(50)]
+        b.settle()
+        assert b.server.arrivals == [i for n, i in enumerate(ids) if n != poison_at]
+        # 1 refused batch, then at most 2 requests per halving (log2 50 < 6), then the rest at once.
+        assert len(b.sent_batches()) <= 1 + 2 * 6 + 1, (poison_at, [len(x) for x in b.sent_batches()])
+
+
+def test_two_poisons_are_both_isolated():
+    b = FakeBrowser(server=FakeServer(poison={"bad"}), flushAt=40, maxBatch=40)
+    ids = [b.record("bad" if i in (3, 30) else "ok") for i in range(40)]
+    b.settle()
+    assert b.dead_ids == {ids[3], ids[30]}
+    assert len(b.server.arrivals) == 38 and len(b.sent_batches()) <= 2 * (1 + 2 * 6 + 1)

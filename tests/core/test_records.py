@@ -28,6 +28,10 @@ def test_version_1_fixture_still_decodes():
     assert record.envelope["properties"] == {"plan": "pro"}
     letter = decode_dead_letter((FIXTURES / "dead_letter_v1.json").read_text())
     assert (letter.reason, letter.status, letter.attempts) == ("http_422", 422, 1)
+    with_meta = decode_record((FIXTURES / "record_v1_meta.json").read_text())
+    assert with_meta.mutation is not None and with_meta.mutation.idempotency_key == "k-1"
+    assert (with_meta.stream, with_meta.category, with_meta.meta["ttl_ms"]) == ("room-1", "necessary", 60000)
+    assert decode_record(encode_record(with_meta)) == with_meta
 
 
 @pytest.mark.parametrize("raw", [
@@ -39,6 +43,11 @@ def test_version_1_fixture_still_decodes():
     '{"v": 1, "seq": 1, "env": {"event_id": "a", "event": "x", "properties": [], "created_at": 1}}',
     '{"v": 1, "seq": 1, "env": {"event_id": "a", "event": "x", "properties": {}, "created_at": "now"}}',
     None,
+    '{"v": 1, "seq": 1, "env": {"event_id": "a", "event": "x", "properties": {}, "created_at": 1}, "sealed": {}}',
+    '{"v": 1, "seq": 1, "env": {"event_id": "a", "event": "x", "properties": {}, "created_at": 1, "priority": "urgent"}}',
+    '{"v": 1, "seq": 1, "env": {"event_id": "a", "event": "x", "properties": {}, "created_at": 1}, "meta": {"ttl_ms": 0}}',
+    '{"v": 1, "seq": 1, "env": {"event_id": "a", "event": "x", "properties": {}, "created_at": 1}, '
+    '"mutation": {"method": "GET", "url": "https://x", "headers": {}, "idempotency_key": "k"}}',
 ])
 def test_corrupt_values_are_refused(raw):
     with pytest.raises(CorruptRecord):

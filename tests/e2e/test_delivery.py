@@ -122,7 +122,8 @@ def test_backoff_503_x3_then_429_retry_after_then_200(context, site, ingest, fig
     page.goto(page_url(site, ingest, flushAt=1))
     wait_ready(page)
     ids = _record(page, 3, name="retried")
-    state = ingest.wait_until(lambda s: s["unique"] >= 3, timeout_s=40)
+    # Events are stored a moment before the request's own log entry is final.
+    state = ingest.wait_until(lambda s: s["unique"] >= 3 and all(r["status"] for r in s["requests"]), timeout_s=40)
     assert {e["event_id"] for e in state["events"]} == set(ids)
     times = [r["at_ms"] for r in state["requests"]]
     statuses = [r["status"] for r in state["requests"]]

@@ -495,7 +495,10 @@ def test_reject_ids_are_rejected_and_not_stored(ingest, post_events, make_envelo
 def test_fault_updates_are_partial_and_validated(ingest, call):
     ingest.set_faults({"offline": True, "poison_events": ["x"], "delay_ms": 5})
     result = call("POST", ingest.url + "/__control/faults", {"delay_ms": 0})
-    assert result.json == {"script": [], "offline": True, "poison_events": ["x"], "delay_ms": 0, "keep_alive": True}
+    assert result.json == {
+        "script": [], "offline": True, "poison_events": ["x"], "delay_ms": 0, "keep_alive": True,
+        "mutation_script": [], "mutation_offline": False, "mutation_delay_ms": 0,
+    }
     assert call("GET", ingest.url + "/__control/faults").json == result.json
 
     for bad in (
@@ -566,7 +569,10 @@ def test_reset_clears_events_counters_log_and_faults(ingest, post_events, call, 
     assert state["events"] == [] and state["unique"] == 0
     assert state["duplicates"] == 0 and state["received_total"] == 0
     assert state["requests"] == [] and state["envelopes_seen"] == 0
-    assert state["faults"] == {"script": [], "offline": False, "poison_events": [], "delay_ms": 0, "keep_alive": True}
+    assert state["faults"] == {
+        "script": [], "offline": False, "poison_events": [], "delay_ms": 0, "keep_alive": True,
+        "mutation_script": [], "mutation_offline": False, "mutation_delay_ms": 0,
+    }
     # The same event is new again after a reset.
     assert post_events([env]).status == 200
     assert ingest.state()["duplicates"] == 0

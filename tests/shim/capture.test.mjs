@@ -83,7 +83,7 @@ test("before the core runs, the published maxQueue evicts the oldest and counts"
   const ids = Array.from({ length: 5 }, (_, i) => c.record("x", { i }, undefined, i).eventId);
   assert.deepEqual([...c.queue.keys()], ids.slice(2));
   assert.deepEqual([...store.queued.keys()], ids.slice(2));
-  assert.equal(c.droppedBeforeStart, 2);
+  assert.equal(c.droppedBeforeStart.overflow, 2);
   c.coreLive = true; // from then on the core decides
   c.record("x", {}, undefined, 9);
   assert.equal(c.queue.size, 4);

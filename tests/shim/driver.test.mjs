@@ -63,7 +63,8 @@ test("facts pushed before start follow Restored, in order", async () => {
 test("send runs the transport and reports the outcome as a fact", async () => {
   const calls = [];
   const t = setup({
-    answers: [[{ type: "send", batch_id: "b1", url: "u", body: "{}", event_ids: ["a"], keepalive: true, timeout_ms: 5 }]],
+    answers: [[{ type: "send", batch_id: "b1", url: "u", body: "{}", event_ids: ["a"], keepalive: true, timeout_ms: 5,
+                 method: "PUT", headers: { "Idempotency-Key": "k" }, kind: "mutation" }]],
     post: async (req) => {
       calls.push(req);
       return { ok: false, status: 503, retryAfter: "2" };
@@ -71,7 +72,7 @@ test("send runs the transport and reports the outcome as a fact", async () => {
   });
   await t.driver.start(t.core, { type: "restored", now_ms: 1 });
   await t.drain();
-  assert.deepEqual(calls, [{ url: "u", body: "{}", keepalive: true, timeoutMs: 5 }]);
+  assert.deepEqual(calls, [{ url: "u", method: "PUT", headers: { "Idempotency-Key": "k" }, body: "{}", keepalive: true, timeoutMs: 5 }]);
   const failed = t.core.seen.find((f) => f.type === "send_failed");
   assert.deepEqual(failed, { now_ms: 1000, type: "send_failed", batch_id: "b1", status: 503, error: "", retry_after: "2", jitter: 0.25 });
 });
