@@ -156,7 +156,7 @@ export class Capture {
     this.sortMirror();
     for (const id of this.unsealed) {
       const entry = this.queue.get(id);
-      if (entry) this.persist(id, this.valueOf(id, entry), false);
+      if (entry) this.persist(id, JSON.stringify(this.valueOf(id, entry)), entry.meta, false);
     }
     this.unsealed.clear();
   }
@@ -167,8 +167,9 @@ export class Capture {
    * @param {unknown} properties
    * @param {unknown} options
    * @param {number} nowMs
-   * @returns {{eventId: string, record: object, durable: boolean, allowed: boolean}}
-   *   `allowed` false: the consent state forbids the event's category; nothing was stored
+   * @returns {{eventId: string, record: string, durable: boolean, allowed: boolean}}
+   *   `record` is the stored value (JSON); `allowed` false: the consent state
+   *   forbids the event's category and nothing was stored
    * @throws {InputError} bad input; nothing is stored
    */
   record(event, properties, options, nowMs) {
@@ -194,7 +195,8 @@ export class Capture {
    * @param {unknown} spec  {method?, url, body?, headers?, idempotencyKey?, stream?}
    * @param {number} nowMs
    * @param {string} baseUrl  for relative URLs (the page's location)
-   * @returns {{eventId: string, record: object, durable: boolean, allowed: boolean}}
+   * @returns {{eventId: string, record: string, durable: boolean, allowed: boolean,
+   *            mutation: object, stream: string|null}}
    * @throws {InputError}
    */
   recordMutation(spec, nowMs, baseUrl) {
@@ -226,13 +228,14 @@ export class Capture {
     if (spec.stream) envelope.stream = spec.stream;
     const mutation = { method, url, body: spec.body ?? null, headers: { ...headers }, idempotency_key: key };
     serialise(mutation, where); // unserialisable bodies are refused here, not on the wire
-    return this.admit(eventId, JSON.stringify(envelope), null, mutation, nowMs, where);
+    const captured = this.admit(eventId, JSON.stringify(envelope), null, mutation, nowMs, where);
+    return { ...captured, mutation, stream: envelope.stream ?? null };
   }
 
   /**
    * @param {string} eventId @param {string} env @param {object|null} meta
    * @param {object|null} mutation @param {number} nowMs @param {string} where
-   * @returns {{eventId: string, record: object, durable: boolean, allowed: boolean}}
+   * @returns {{eventId: string, record: string, durable: boolean, allowed: boolean}}
    */
   admit(eventId, env, meta, mutation, nowMs, where) {
     const bytes = utf8Length(env) + (mutation ? utf8Length(JSON.stringify(mutation)) : 0);
@@ -240,29 +243,32 @@ export class Capture {
       throw new InputError("too_large", `${where}: ${bytes} bytes, over maxEventBytes=${this.rules.maxEventBytes}`);
     }
     const seq = Math.max(nowMs * 1000, this.lastSeq + 1);
-    const value = { v: SCHEMA_VERSION, seq, env: JSON.parse(env) };
-    if (meta) value.meta = meta;
-    if (mutation) value.mutation = mutation;
+    // The stored string is built once and is also what the core is told:
+    // no parse-back on the hot path (and a snapshot the page cannot mutate).
+    let raw = `{"v":${SCHEMA_VERSION},"seq":${seq},"env":${env}`;
+    if (meta) raw += `,"meta":${JSON.stringify(meta)}`;
+    if (mutation) raw += `,"mutation":${JSON.stringify(mutation)}`;
+    raw += "}";
     if (!consentAllows(this.consent, categoryOf(meta, mutation))) {
       if (!this.coreLive) this.droppedBeforeStart.consent++;
-      return { eventId, record: value, durable: false, allowed: false };
+      return { eventId, record: raw, durable: false, allowed: false };
     }
     this.lastSeq = seq;
     if (!this.coreLive) this.evictForRoom();
     this.queue.set(eventId, { seq, env, bytes, meta, mutation });
-    this.persist(eventId, value, true);
-    return { eventId, record: value, durable: this.durable, allowed: true };
+    this.persist(eventId, raw, meta, true);
+    return { eventId, record: raw, durable: this.durable, allowed: true };
   }
 
   /**
    * Write a queued record: at once in clear, or sealed when it carries PII.
-   * @param {string} id @param {object} value @param {boolean} fresh  recorded just now
+   * @param {string} id @param {string} raw  the stored value in clear
+   * @param {object|null} meta @param {boolean} fresh  recorded just now
    */
-  persist(id, value, fresh) {
+  persist(id, raw, meta, fresh) {
     if (!this.durable) return;
-    const pii = value.meta && value.meta.pii;
-    if (!pii) {
-      this.guard("write", () => this.store.putRecord(id, JSON.stringify(value)));
+    if (!(meta && meta.pii)) {
+      this.guard("write", () => this.store.putRecord(id, raw));
       return;
     }
     if (this.piiMode === "pending") {
@@ -270,8 +276,8 @@ export class Capture {
       return;
     }
     if (this.piiMode === "memory") return;
-    this.sealAndWrite(id, value, (raw) => {
-      if (this.queue.has(id)) this.store.putRecord(id, raw); // acked meanwhile: nothing to keep
+    this.sealAndWrite(id, JSON.parse(raw), (sealed) => {
+      if (this.queue.has(id)) this.store.putRecord(id, sealed); // acked meanwhile: nothing to keep
     });
   }
 
@@ -353,7 +359,7 @@ export class Capture {
       const env = JSON.stringify(value.env);
       this.deleteDeadLetters([id]);
       this.queue.set(id, { seq: value.seq, env, bytes: utf8Length(env), meta: value.meta ?? null, mutation: value.mutation ?? null });
-      this.persist(id, value, true);
+      this.persist(id, JSON.stringify(value), value.meta, true);
     }
     this.sortMirror();
   }

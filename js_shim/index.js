@@ -245,8 +245,7 @@ export function createRevu(env = {}) {
       return guarded("outbox.enqueue", null, () => {
         const captured = capture.recordMutation(spec, nowMs(), globalThis.location ? location.href : undefined);
         announce(captured);
-        const { mutation, env: envelope } = captured.record;
-        return { id: captured.eventId, idempotencyKey: mutation.idempotency_key, stream: envelope.stream ?? null, status: "pending" };
+        return { id: captured.eventId, idempotencyKey: captured.mutation.idempotency_key, stream: captured.stream, status: "pending" };
       });
     },
     /** Queued and dead-lettered items (events and mutations), in clear. */

@@ -42,12 +42,13 @@ class Restored(Fact):
 class Recorded(Fact):
     """The page recorded an event and the shim stored it (or kept it in memory).
 
-    ``record`` is the stored value (``{"v", "seq", "env"}``); ``durable`` says
-    whether the write reached storage. The core may answer with deletes
-    (overflow) and sends (size threshold).
+    ``record`` is the stored value (``{"v", "seq", "env", ...}``), as the JSON
+    string the shim wrote or as an object; ``durable`` says whether the write
+    reached storage. The core may answer with deletes (overflow, consent,
+    duplicates) and sends (size threshold).
     """
 
-    record: dict[str, Any] = field(default_factory=dict)
+    record: Any = field(default_factory=dict)
     durable: bool = True
 
 

@@ -242,8 +242,8 @@ class Outbox:
         except CorruptRecord as exc:
             self._dropped["invalid"] += 1
             self._error("invalid_record", f"recorded value rejected: {exc}")
-            event_id = fact.record.get("env", {}).get("event_id") if isinstance(fact.record, dict) else None
-            if isinstance(event_id, str):
+            event_id = _event_id_of(fact.record)
+            if event_id is not None:
                 self._out.append(c.Delete((event_id,), reason="invalid"))
             return
         if not fact.durable:
@@ -727,6 +727,19 @@ class Outbox:
     def _error(self, code: str, message: str) -> None:
         self._out.append(c.Log("error", message))
         self._out.append(c.Emit("error", {"code": code, "message": message}))
+
+
+def _event_id_of(value: Any) -> str | None:
+    """The event_id of a value that did not decode, if one can be read, so
+    that its stored copy can still be deleted."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            return None
+    env = value.get("env") if isinstance(value, dict) else None
+    event_id = env.get("event_id") if isinstance(env, dict) else None
+    return event_id if isinstance(event_id, str) else None
 
 
 def _lane_name(record: Record) -> str:

@@ -69,3 +69,16 @@ def test_garbage_never_raises():
     for payload in ["", "null", "{}", "[1,2]", "[{}]"]:
         out = json.loads(bridge.handle(payload))
         assert out and out[-1]["type"] == "emit" and out[-1]["name"] == "error"
+
+
+def test_recorded_accepts_the_stored_string_as_is():
+    bridge = _started(flushAt=1)
+    out = json.loads(bridge.handle(json.dumps([
+        {"type": "restored", "now_ms": T0},
+        {"type": "recorded", "now_ms": T0, "record": json.dumps(record_value("a", 1))},
+        {"type": "recorded", "now_ms": T0, "record": '{"v":1,"seq":2,"env":{"event_id":"b"'},
+    ])))
+    send = next(cmd for cmd in out if cmd["type"] == "send")
+    assert send["event_ids"] == ["a"]
+    assert {"type": "delete", "event_ids": [], "reason": "invalid"} not in out
+    assert any(cmd["type"] == "emit" and cmd["detail"]["code"] == "invalid_record" for cmd in out)

@@ -26,8 +26,8 @@ test("record stores the envelope under its event_id before returning", () => {
   const { eventId, record, durable } = c.record("signup", { plan: "pro" }, { stream: "s1" }, 1000);
   assert.match(eventId, UUID);
   assert.equal(durable, true);
-  const stored = JSON.parse(store.queued.get(eventId));
-  assert.deepEqual(stored, record);
+  assert.equal(store.queued.get(eventId), record, "the core is told exactly what was stored");
+  const stored = JSON.parse(record);
   assert.deepEqual(stored.env, { event_id: eventId, event: "signup", properties: { plan: "pro" }, created_at: 1000, stream: "s1" });
   assert.equal(stored.v, 1);
 });
@@ -35,12 +35,13 @@ test("record stores the envelope under its event_id before returning", () => {
 test("seq grows within a millisecond and across reloads", () => {
   const store = durableStore();
   const a = capture(store).c;
-  const s1 = a.record("x", {}, undefined, 5).record.seq;
-  const s2 = a.record("x", {}, undefined, 5).record.seq;
-  const s3 = a.record("x", {}, undefined, 4).record.seq; // the clock went back
+  const seqOf = (r) => JSON.parse(r.record).seq;
+  const s1 = seqOf(a.record("x", {}, undefined, 5));
+  const s2 = seqOf(a.record("x", {}, undefined, 5));
+  const s3 = seqOf(a.record("x", {}, undefined, 4)); // the clock went back
   assert.ok(s1 < s2 && s2 < s3);
   const b = capture(store).c; // a reload whose clock is behind
-  assert.ok(b.record("x", {}, undefined, 1).record.seq > s3);
+  assert.ok(seqOf(b.record("x", {}, undefined, 1)) > s3);
   assert.deepEqual([...b.queue.values()].map((m) => m.seq).slice(0, 3), [s1, s2, s3]);
 });
 
@@ -125,8 +126,19 @@ test("utf8Length matches TextEncoder", () => {
 test("dead letters move out of the queue", () => {
   const { c, store } = capture();
   const { eventId, record } = c.record("x", {}, undefined, 1);
-  c.storeDeadLetters([{ ...record, reason: "http_400", status: 400, attempts: 1, at_ms: 2 }]);
+  c.storeDeadLetters([{ ...JSON.parse(record), reason: "http_400", status: 400, attempts: 1, at_ms: 2 }]);
   assert.equal(c.queue.has(eventId), false);
   assert.equal(store.queued.has(eventId), false);
   assert.equal(JSON.parse(store.dead.get(eventId)).reason, "http_400");
+});
+
+test("what is stored and told to the core is a snapshot the page cannot change", () => {
+  const { c, store } = capture();
+  const props = { cart: ["a"] };
+  const { eventId, record } = c.record("checkout", props, undefined, 1);
+  props.cart.push("b");
+  props.extra = 1;
+  assert.deepEqual(JSON.parse(record).env.properties, { cart: ["a"] });
+  assert.equal(store.queued.get(eventId), record);
+  assert.deepEqual(JSON.parse(c.terminalBatch(new Set(), 2).body).batch[0].properties, { cart: ["a"] });
 });

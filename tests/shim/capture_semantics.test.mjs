@@ -51,7 +51,7 @@ test("narrowing consent purges storage and dead letters at once", () => {
   const a = c.record("view", {}, undefined, 1);
   const m = c.record("ad", {}, { category: "marketing" }, 2);
   const dead = c.record("ad2", {}, { category: "marketing" }, 3);
-  c.storeDeadLetters([{ ...dead.record, reason: "http_400", status: 400, attempts: 1, at_ms: 4 }]);
+  c.storeDeadLetters([{ ...JSON.parse(dead.record), reason: "http_400", status: 400, attempts: 1, at_ms: 4 }]);
   const mutation = c.recordMutation({ url: "https://app.test/x", body: { a: 1 } }, 5, "https://app.test/");
   assert.equal(c.setConsent({ analytics: true }), 2);
   assert.deepEqual(new Set(store.queued.keys()), new Set([a.eventId, mutation.eventId]));
@@ -110,12 +110,15 @@ test("a sealed blob that fails authentication goes to the core as unreadable", a
 test("mutations: validation, defaults, relative URLs, not beaconed", () => {
   const c = make();
   const ok = c.recordMutation({ url: "/api/messages", body: { text: "hi" }, stream: "room-1" }, 1, "https://app.test/chat");
-  assert.deepEqual(ok.record.mutation, {
+  const stored = JSON.parse(ok.record);
+  assert.deepEqual(stored.mutation, ok.mutation);
+  assert.deepEqual(ok.mutation, {
     method: "POST", url: "https://app.test/api/messages", body: { text: "hi" }, headers: {},
-    idempotency_key: ok.record.mutation.idempotency_key,
+    idempotency_key: ok.mutation.idempotency_key,
   });
-  assert.match(ok.record.mutation.idempotency_key, /^[0-9a-f-]{36}$/);
-  assert.equal(ok.record.env.stream, "room-1");
+  assert.match(ok.mutation.idempotency_key, /^[0-9a-f-]{36}$/);
+  assert.equal(stored.env.stream, "room-1");
+  assert.equal(ok.stream, "room-1");
   const bad = [
     [{ url: "ftp://x" }, /http/], [{ url: "/x", method: "GET" }, /method/], [{ url: "/x", headers: { a: 1 } }, /headers/],
     [{ url: "/x", idempotencyKey: "" }, /idempotencyKey/], [{ url: "/x", bogus: 1 }, /unknown field/], [null, /object/],
@@ -133,11 +136,11 @@ test("entries lists queued and failed items; requeue moves a dead letter back", 
   const c = make(store);
   const m = c.recordMutation({ url: "https://a.test/m", idempotencyKey: "k1" }, 1, undefined);
   const e = c.record("ev", {}, undefined, 2);
-  c.storeDeadLetters([{ ...m.record, reason: "refused:nope", status: 200, attempts: 1, at_ms: 3 }]);
+  c.storeDeadLetters([{ ...JSON.parse(m.record), reason: "refused:nope", status: 200, attempts: 1, at_ms: 3 }]);
   assert.deepEqual(c.entries().map((x) => [x.kind, x.status]), [["event", "pending"], ["mutation", "failed"]]);
   assert.equal(c.entries()[1].idempotencyKey, "k1");
   assert.equal(c.entries()[1].error.reason, "refused:nope");
-  c.requeue([m.record]);
+  c.requeue([JSON.parse(m.record)]);
   assert.deepEqual([...c.queue.keys()], [m.eventId, e.eventId], "back in seq order");
   assert.equal(store.dead.size, 0);
   assert.ok(store.queued.has(m.eventId));
@@ -146,8 +149,8 @@ test("entries lists queued and failed items; requeue moves a dead letter back", 
 test("record options are checked and stored as meta", () => {
   const c = make();
   const r = c.record("x", {}, { category: "marketing", ttlMs: 5000, pii: ["email"], priority: "low" }, 1);
-  assert.deepEqual(r.record.meta, { category: "marketing", ttl_ms: 5000, pii: ["email"] });
-  assert.equal(r.record.env.priority, "low");
+  assert.deepEqual(JSON.parse(r.record).meta, { category: "marketing", ttl_ms: 5000, pii: ["email"] });
+  assert.equal(JSON.parse(r.record).env.priority, "low");
   for (const options of [{ ttlMs: 0 }, { ttlMs: 1.5 }, { category: "" }, { pii: [] }, { pii: "email" }]) {
     assert.throws(() => c.record("x", {}, options, 1), (e) => e.code === "invalid_options", JSON.stringify(options));
   }
