@@ -103,6 +103,13 @@ export class Capture {
     this.piiMode = "pending";
     /** PII records recorded before the vault was ready, waiting to be sealed. */
     this.unsealed = new Set();
+    /** Seals under way (their writes follow). @type {Set<Promise<void>>} */
+    this.sealing = new Set();
+  }
+
+  /** @returns {Promise<void>} once every seal started so far has been written (or failed) */
+  async sealsSettled() {
+    await Promise.all([...this.sealing]);
   }
 
   /**
@@ -284,10 +291,12 @@ export class Capture {
   /** @param {string} id @param {object} value @param {(raw: string) => void} write */
   sealAndWrite(id, value, write) {
     const { clear, secret } = splitPii(value.env, value.meta.pii);
-    this.vault.seal(secret, id).then(
+    const done = this.vault.seal(secret, id).then(
       (sealed) => this.guard("write", () => write(JSON.stringify({ ...value, env: clear, sealed }))),
       (err) => this.onStorageFailure("seal", err),
     );
+    this.sealing.add(done);
+    done.finally(() => this.sealing.delete(done));
   }
 
   /** Before the core runs: the published maxQueue, oldest out first. */

@@ -200,11 +200,7 @@ export function createRevu(env = {}) {
   }
 
   function flush() {
-    if (!driver) {
-      report("not_initialised", "revu.flush: call revu.init first");
-      return Promise.resolve(false);
-    }
-    return driver.flush();
+    return guarded("flush", Promise.resolve(false), () => driver.flush());
   }
 
   function consent(state) {

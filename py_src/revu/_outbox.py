@@ -79,7 +79,6 @@ class Outbox:
 
     def __init__(self, config: Config) -> None:
         self.config = config
-        self._started = False
         self._events = _Lane(EVENTS, State.STARTING)
         self._lanes: dict[str, _Lane] = {EVENTS: self._events}
         self._queue: dict[str, Record] = {}  # seq order
@@ -159,10 +158,11 @@ class Outbox:
             UsageError: an unknown fact, or ``Restored`` anywhere but first.
             Checked before any fact applies, so a refused list changes nothing.
         """
+        starting = self._events.state is State.STARTING
         for index, fact in enumerate(facts):
             if type(fact) not in self._handlers:
                 raise UsageError(f"unknown fact {type(fact).__name__}")
-            if (not self._started and index == 0) != isinstance(fact, f.Restored):
+            if (starting and index == 0) != isinstance(fact, f.Restored):
                 raise UsageError("Restored must be the first fact, and only the first")
         self._out = []
         for fact in facts:
@@ -204,7 +204,6 @@ class Outbox:
     # -- fact handlers -------------------------------------------------------
 
     def _on_restored(self, fact: f.Restored) -> None:
-        self._started = True
         self._durable = fact.durable
         self._online = fact.online
         self._storage = fact.storage
@@ -246,9 +245,9 @@ class Outbox:
             if event_id is not None:
                 self._out.append(c.Delete((event_id,), reason="invalid"))
             return
-        if not fact.durable:
-            self._durable = False
         if self._admit(record):
+            if not fact.durable:  # only a queued record says anything about storage
+                self._durable = False
             self._enforce_caps()
         self._pump(fact.now_ms)
 

@@ -307,3 +307,14 @@ def test_a_poison_purged_mid_flight_does_not_condemn_its_batch_mate():
     b.consent({"analytics": True})
     b.settle()
     assert b.server.arrivals == [good] and not b.dead_ids
+
+
+def test_a_consent_blocked_record_says_nothing_about_storage():
+    # The shim announces blocked events (so the core counts them) with
+    # durable=False: nothing was written, but storage did not fail.
+    outbox = Outbox(Config.from_options({"apiKey": "k", "consent": "denied"}))
+    outbox.handle(f.Restored(now_ms=T0, consent="denied"))
+    from helpers import record_value
+    cmds = outbox.handle(f.Recorded(now_ms=T0, record=record_value("a", 1), durable=False))
+    assert c.Delete(("a",), reason="consent") in cmds
+    assert outbox.status()["durable"] is True and outbox.status()["dropped"] == {"consent": 1}

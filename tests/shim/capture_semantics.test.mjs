@@ -31,7 +31,6 @@ function memoryKeyStore() {
   };
 }
 
-const settle = () => new Promise((r) => setTimeout(r, 20));
 
 test("consent gate: a forbidden category is neither stored nor mirrored", () => {
   const store = durableStore();
@@ -67,7 +66,7 @@ test("PII is sealed at rest, opened on the next load, and never stored in clear"
   assert.equal(store.queued.has(early.eventId), false, "no vault yet: memory only");
   await c.setVault(await PiiVault.open({ keyStore }));
   const late = c.record("call", { phone: "+44 20 7946 0137" }, { pii: true }, 2);
-  await settle();
+  await c.sealsSettled();
   const all = [...store.queued.values()].join("\n");
   for (const secret of ["alice@example.com", "7946 0137"]) assert.equal(all.includes(secret), false, secret);
   assert.ok(all.includes('"plan":"pro"'), "fields not flagged stay readable");
@@ -88,7 +87,7 @@ test("without a vault, PII stays in memory only", async () => {
   const c = make(store);
   await c.setVault(null);
   const r = c.record("signup", { email: "bob@example.com" }, { pii: true }, 1);
-  await settle();
+  await c.sealsSettled(); // nothing to wait for: no vault, no seal
   assert.equal(c.piiMode, "memory");
   assert.equal(store.queued.has(r.eventId), false);
   assert.ok(c.queue.has(r.eventId));
@@ -99,7 +98,7 @@ test("a sealed blob that fails authentication goes to the core as unreadable", a
   const c = make(store);
   await c.setVault(await PiiVault.open({ keyStore: memoryKeyStore() }));
   const r = c.record("x", { email: "e@x.io" }, { pii: true }, 1);
-  await settle();
+  await c.sealsSettled();
   const next = make(store);
   await next.setVault(await PiiVault.open({ keyStore: memoryKeyStore() })); // another key
   const snap = next.snapshot();
