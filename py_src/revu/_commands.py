@@ -64,6 +64,26 @@ class DeleteDeadLetters(Command):
 
 
 @dataclass(frozen=True)
+class Quarantine(Command):
+    """Move these stored values aside: each entry is ``{"id", "area", "reason"}``
+    (``area`` "queue" or "dead": where the value is stored under ``id``). The
+    shim writes the value, with the reason, under the quarantine key (bounded;
+    see README "What revu does with bad input"), deletes the original and
+    forgets it: it is never sent or read as a record again."""
+
+    entries: tuple[dict[str, Any], ...]
+
+
+@dataclass(frozen=True)
+class Halt(Command):
+    """The core cannot go on (repeated internal errors). The shim stops
+    calling it, reports ``core_unavailable``, settles pending flushes false and
+    keeps capturing and beaconing by the published rules."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
 class SetTimer(Command):
     """Fire ``TimerFired(key)`` at ``at_ms``, replacing any timer with this key."""
 
