@@ -36,7 +36,9 @@ def test_valid_batch_is_stored_and_acked(ingest, post_events, make_envelope):
 
     assert reply.status == 200
     assert reply.headers["Content-Type"] == "application/json"
-    assert reply.json == {"ok": True, "accepted": [e["event_id"] for e in batch], "rejected": []}
+    assert reply.json == {
+        "ok": True, "accepted": [e["event_id"] for e in batch], "rejected": [], "accept_encoding": ["gzip"],
+    }
 
     state = ingest.state()
     assert state["unique"] == 2
@@ -96,7 +98,7 @@ def test_unknown_envelope_fields_are_kept_but_ignored(ingest, post_events, make_
 def test_empty_batch_is_ok(ingest, post_events):
     reply = post_events([])
     assert reply.status == 200
-    assert reply.json == {"ok": True, "accepted": [], "rejected": []}
+    assert reply.json == {"ok": True, "accepted": [], "rejected": [], "accept_encoding": ["gzip"]}
 
 
 # ---- dedupe -----------------------------------------------------------------
