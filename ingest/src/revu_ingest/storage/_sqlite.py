@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Sequence, TypeVar
 from urllib.parse import parse_qs, urlsplit
@@ -180,11 +181,23 @@ class SqliteStorage(Storage):
         self._db = db
         db.execute(f"PRAGMA busy_timeout = {self.busy_timeout_ms}")
         if self.path != ":memory:":
-            mode = db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            mode = self._set_wal(db)
             if str(mode).lower() != "wal":
                 raise sqlite3.OperationalError(f"could not switch {self.path} to WAL (journal_mode={mode})")
         db.execute(f"PRAGMA synchronous = {self.synchronous}")
         self._write(db, self._migrate)
+
+    def _set_wal(self, db: sqlite3.Connection) -> str:
+        # Switching to WAL needs an exclusive lock and does not always wait on
+        # the busy handler: two processes opening a new file at once retry here.
+        deadline = time.monotonic() + self.busy_timeout_ms / 1000
+        while True:
+            try:
+                return str(db.execute("PRAGMA journal_mode = WAL").fetchone()[0])
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.02)
 
     @staticmethod
     def _migrate(db: sqlite3.Connection) -> None:
