@@ -43,7 +43,7 @@ from . import _wire as wire
 from ._app import ClientGone, error_response, json_response, now_ms, read_body, request_info
 from ._config import Settings
 from ._cors import ASGIApp, Receive, Scope, Send, header
-from .storage import Storage
+from .storage import Storage, StorageError
 
 __all__ = ["FaultLayer"]
 
@@ -320,7 +320,10 @@ class FaultLayer:
 
     async def _begin(self, kind: str, scope: Scope, at_ms: int, wire_body: bytes, decoded: bytes | None,
                      parsed: Any, **extra: Any) -> dict[str, Any]:
-        seq = await self.storage.next_request_seq()
+        try:
+            seq: int | None = await self.storage.next_request_seq()
+        except StorageError:  # the service will answer 503 for the request itself
+            seq = None
         scope["revu.request_seq"] = seq
         is_events = kind == "events"
         entry: dict[str, Any] = {
