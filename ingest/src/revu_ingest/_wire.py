@@ -130,8 +130,12 @@ def loads(body: bytes) -> Any:
     return json.loads(body.decode("utf-8"), parse_constant=_reject_constant)
 
 
+# One encoder, reused: json.dumps() with options builds a new one per call.
+_encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+
+
 def dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    return _encode(value)
 
 
 def json_object(body: bytes) -> tuple[Any, str | None]:
@@ -150,6 +154,8 @@ def clean_text(value: Any, max_chars: int) -> bool:
     lone surrogate (JSON allows both as escapes), at most ``max_chars``."""
     if not isinstance(value, str) or not value or len(value) > max_chars or "\x00" in value:
         return False
+    if value.isascii():
+        return True
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:
@@ -271,8 +277,9 @@ def check_batch(batch: list[Any], reject_ids: frozenset[str] = frozenset(), reje
             seen[1] += 1
         else:
             try:
-                text = dumps(env)
-                text.encode("utf-8")  # a lone surrogate deeper in the envelope
+                text = _encode(env)
+                if not text.isascii():
+                    text.encode("utf-8")  # a lone surrogate deeper in the envelope
             except (UnicodeEncodeError, ValueError, RecursionError):
                 rejected.append({"event_id": event_id, "code": INVALID_ENVELOPE})
                 continue
