@@ -387,3 +387,32 @@ def test_serve_has_no_fault_layer_by_default_and_logs_each_request(pg_schema_url
     assert [(entry["path"], entry["status"]) for entry in lines[-3:]] == [
         ("/__control/state", 404), ("/__control/faults", 404), ("/__control/faults", 404),
     ]
+
+
+def test_workers_share_one_port_and_metrics_sum_over_workers(pg_schema_url, servers, tmp_path):
+    """`--workers 2`: uvicorn's supervisor runs two worker processes on one
+    port; /metrics (prometheus multiprocess mode) sums both."""
+    (proc,) = start_servers(pg_schema_url, 1, tmp_path, "--workers", "2")
+    servers.append([proc])
+    load = make_load()
+    load.batches = load.batches[:40]
+    threads = []
+    for w in range(4):
+        def send_some(w: int = w) -> None:
+            c = Client([proc], 0)
+            for index in range(w, 40, 4):
+                c.send(load, index)
+        threads.append(threading.Thread(target=send_some))
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert load.errors == [] and load.no_reply == 0
+    ids, receipts = db_counts(pg_schema_url)
+    assert len(ids) == receipts == 40 * BATCH
+    workers = [line for line in proc.log.read_text().splitlines() if "Started server process" in line]
+    assert len({json.loads(line)["pid"] for line in workers}) == 2
+    with urllib.request.urlopen(f"http://127.0.0.1:{proc.port}/metrics", timeout=10) as r:
+        text = r.read().decode()
+    stored = [line for line in text.splitlines() if line.startswith("revu_ingest_events_stored_total ")]
+    assert stored and float(stored[0].split()[1]) == 40 * BATCH
