@@ -416,3 +416,57 @@ def test_workers_share_one_port_and_metrics_sum_over_workers(pg_schema_url, serv
         text = r.read().decode()
     stored = [line for line in text.splitlines() if line.startswith("revu_ingest_events_stored_total ")]
     assert stored and float(stored[0].split()[1]) == 40 * BATCH
+
+
+@pytest.mark.parametrize("backend_kind", ["postgresql", "sqlite"])
+def test_one_idempotency_key_applies_once_across_processes(backend_kind, request, servers, tmp_path):
+    """20 keys, each sent by 6 clients at the same moment, spread over two
+    processes: each key applies exactly once, the other 5 are replays."""
+    if backend_kind == "postgresql":
+        db_url = request.getfixturevalue("pg_schema_url")
+    else:
+        db_url = "sqlite:///" + str(tmp_path / "mutations.sqlite3")
+    procs = start_servers(db_url, 2, tmp_path)
+    servers.append(procs)
+    replies: list[tuple[str, int, dict]] = []
+    lock = threading.Lock()
+
+    def send(key: str, port: int, barrier: threading.Barrier) -> None:
+        body = json.dumps({"text": f"text of {key}"}).encode()
+        barrier.wait()
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        conn.request("POST", "/v1/chat/room-1/messages", body=body,
+                     headers={"Content-Type": "application/json", "Idempotency-Key": key})
+        response = conn.getresponse()
+        with lock:
+            replies.append((key, response.status, json.loads(response.read())))
+        conn.close()
+
+    keys = [f"key-{i}" for i in range(20)]
+    for key in keys:
+        barrier = threading.Barrier(6)
+        threads = [threading.Thread(target=send, args=(key, procs[i % 2].port, barrier)) for i in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert len(replies) == 120 and all(status == 200 for _, status, _ in replies)
+    for key in keys:
+        mine = [body for k, _, body in replies if k == key]
+        assert sorted(b["replayed"] for b in mine) == [False] + [True] * 5
+        assert len({b["message_id"] for b in mine}) == 1
+    if backend_kind == "postgresql":
+        import psycopg
+
+        with psycopg.connect(db_url) as conn:
+            rows = conn.execute("SELECT idempotency_key, seq_in_room FROM messages ORDER BY message_id").fetchall()
+            replays = conn.execute("SELECT SUM(replays) FROM mutation_keys").fetchone()[0]
+    else:
+        import sqlite3
+
+        with sqlite3.connect(db_url[len("sqlite:///"):]) as conn:
+            rows = conn.execute("SELECT idempotency_key, seq_in_room FROM messages ORDER BY message_id").fetchall()
+            replays = conn.execute("SELECT SUM(replays) FROM mutation_keys").fetchone()[0]
+    assert sorted(k for k, _ in rows) == sorted(keys)  # one message per key
+    assert [s for _, s in rows] == list(range(1, 21))  # the room's sequence has no gap and no repeat
+    assert replays == 100

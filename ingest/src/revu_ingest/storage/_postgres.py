@@ -136,7 +136,7 @@ class PostgresStorage(Storage):
                 await asyncio.sleep(0.01 * (attempt + 1))
             except PoolTimeout as exc:
                 raise StorageError(f"postgresql: no connection within {self.pool_timeout_s} s: {exc}") from exc
-            except psycopg.OperationalError as exc:
+            except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
                 raise StorageError(f"postgresql: {exc}") from exc
         raise AssertionError("unreachable")
 
