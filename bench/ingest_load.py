@@ -1,6 +1,6 @@
 """Ingest service under load, on loopback. Prints figures; not a test.
 
-    ./dev bench ingest [--seconds 10] [--connections 16] [--no-write]
+    ./dev bench ingest [--seconds 10] [--connections 8] [--no-write]
     .venv/bin/python bench/ingest_load.py           (the same, after ./dev setup)
 
 For each configuration (SQLite with 1 process; PostgreSQL with 1, 2 and 4
@@ -382,7 +382,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="ingest service load benchmark (figures, not a test)")
     parser.add_argument("--seconds", type=float, default=10.0, help="measured window per configuration")
     parser.add_argument("--warmup", type=float, default=2.0)
-    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--connections", type=int, default=8,
+                        help="concurrent keep-alive connections (closed loop: each waits for its reply)")
     parser.add_argument("--copy-rows", type=int, default=200_000)
     parser.add_argument("--only", default="", help="comma list of: sqlite1,pg1,pg2,pg4")
     parser.add_argument("--no-write", action="store_true", help="do not update bench/RESULTS.md")
