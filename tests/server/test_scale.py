@@ -163,6 +163,7 @@ class Client:
         self.procs = procs
         self.next = offset
         self.conns: dict[int, http.client.HTTPConnection] = {}
+        self.refused: set[int] = set()  # ports that refused a connection: that process is gone
 
     def _conn(self, port: int) -> http.client.HTTPConnection:
         if port not in self.conns:
@@ -170,10 +171,12 @@ class Client:
         return self.conns[port]
 
     def pick(self) -> Proc:
+        # A client learns that a process died the way a real one does: its
+        # connection is reset or refused (never by asking the OS).
         for _ in range(len(self.procs)):
             proc = self.procs[self.next % len(self.procs)]
             self.next += 1
-            if proc.alive:
+            if proc.port not in self.refused:
                 return proc
         raise RuntimeError("no server process left")
 
@@ -198,6 +201,9 @@ class Client:
                     return
                 if response.status < 500:
                     raise AssertionError(f"batch {index}: {response.status} {reply[:200]!r}")
+            except ConnectionRefusedError:
+                self.conns.pop(target.port, None)
+                self.refused.add(target.port)
             except (OSError, http.client.HTTPException):
                 self.conns.pop(target.port, None)
             with load.lock:
