@@ -214,6 +214,12 @@ def build_revu_wheel(version: str, out_dir: Path) -> Path:
         with zipfile.ZipFile(wheels[0]) as z:
             if "revu/__init__.py" not in z.namelist():
                 raise BuildError(f"{expected} does not contain revu/__init__.py: check pyproject's package-dir")
+            # The browser loads this wheel: only the core, never the ingest
+            # service (ingest/, its own distribution) or anything else.
+            tops = {name.split("/", 1)[0] for name in z.namelist()}
+            stray = sorted(t for t in tops if t != "revu" and not (t.startswith("revu-") and t.endswith(".dist-info")))
+            if stray:
+                raise BuildError(f"{expected} must contain only the revu core; it also has {stray}")
         out = out_dir / expected
         shutil.copy2(wheels[0], out)
         return out
