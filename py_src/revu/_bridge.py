@@ -42,6 +42,7 @@ _JSON_TYPES: dict[str, tuple[type, ...]] = {
     "int": (int, float), "str": (str,), "bool": (bool,), "float": (int, float),
     "int | None": (int, float, type(None)), "str | None": (str, type(None)),
     "tuple[str, ...]": (list,), "tuple[dict[str, Any], ...]": (list,),
+    "tuple[str, ...] | None": (list, type(None)),
     "dict[str, Any]": (dict,), "dict[str, int]": (dict,),
 }
 

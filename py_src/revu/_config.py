@@ -21,6 +21,10 @@ EVENTS_PATH = "/v1/behavior/events"
 # inflightKeepaliveBytes). 60,000 bytes leaves room for headers.
 KEEPALIVE_BUDGET_BYTES = 60_000
 
+# A request body the reference ingest service accepts (decoded); a drain batch
+# stays within it.
+MAX_DRAIN_BATCH_BYTES = 1_000_000
+
 # Options that only the shim reads; the core accepts and ignores them.
 _SHIM_OPTIONS = frozenset({"storage", "storageKey", "assetsUrl"})
 
@@ -73,6 +77,11 @@ class Config:
     max_queue_bytes: int = 2_000_000
     max_age_ms: int = 30 * 24 * 3_600_000
     max_attempts: int = 0
+    compression: str = "auto"
+    compress_min_bytes: int = 1_024
+    drain_batch: int = 1_000
+    drain_batch_bytes: int = 524_288
+    slow_drain_interval_ms: int = 30_000
     consent: Any = "granted"
     coalesce: Any = None
     debug: bool = False
@@ -118,6 +127,8 @@ class Config:
             raise UsageError("host must be an http(s) URL")
         if not isinstance(self.debug, bool):
             raise UsageError("debug must be true or false")
+        if self.compression not in ("auto", "gzip", "off"):
+            raise UsageError('compression must be "auto", "gzip" or "off"')
         for f in fields(self):
             if f.type == "int":
                 value = getattr(self, f.name)
@@ -136,6 +147,8 @@ class Config:
             raise UsageError("maxEventBytes cannot exceed maxBatchBytes")
         if self.max_batch_bytes > KEEPALIVE_BUDGET_BYTES:
             raise UsageError(f"maxBatchBytes cannot exceed {KEEPALIVE_BUDGET_BYTES} (keepalive budget)")
+        if self.drain_batch_bytes > MAX_DRAIN_BATCH_BYTES:
+            raise UsageError(f"drainBatchBytes cannot exceed {MAX_DRAIN_BATCH_BYTES}")
 
     def rules(self) -> dict[str, Any]:
         """What the shim needs while the core cannot answer (start-up, unload).

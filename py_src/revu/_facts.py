@@ -29,8 +29,12 @@ class Restored(Fact):
     ``consent``); ``quarantined_before_start`` counts, by reason, stored
     values the shim already moved aside at load by the same checks, and
     ``repaired_before_start`` those it repaired (lone surrogates).
-    ``consent`` is the page's current consent state, or "unknown". The core
-    answers with sends for what is queued and publishes its rules.
+    ``consent`` is the page's current consent state, or "unknown".
+    ``in_flight_elsewhere`` maps event ids to the time (ms) until which a
+    request another tab started may still be carrying them (a leader that
+    closed or crashed): they are not sent before then. ``hidden`` is the
+    page's visibility. The core answers with sends for what is queued and
+    publishes its rules.
     """
 
     records: tuple[dict[str, Any], ...] = ()
@@ -42,6 +46,8 @@ class Restored(Fact):
     repaired_before_start: int = 0
     storage: str = "localStorage"
     consent: Any = "granted"
+    in_flight_elsewhere: dict[str, int] = field(default_factory=dict)
+    hidden: bool = False
 
 
 @dataclass(frozen=True)
@@ -63,9 +69,13 @@ class Recorded(Fact):
 
 @dataclass(frozen=True)
 class FlushRequested(Fact):
-    """The page called ``revu.flush()``. The core answers ``SettleFlush`` later."""
+    """The page called ``revu.flush()``. The core answers ``SettleFlush`` later.
+
+    ``event_ids``: only wait for these (a flush asked by another tab covers
+    what that tab queued); None waits for everything queued now."""
 
     flush_id: str = ""
+    event_ids: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -102,6 +112,24 @@ class TimerFired(Fact):
 @dataclass(frozen=True)
 class WentOnline(Fact):
     """The browser fired ``online``: reset backoff and flush at once."""
+
+
+@dataclass(frozen=True)
+class VisibilityChanged(Fact):
+    """The page became hidden (an unload may be near: keep requests within the
+    keepalive budget) or visible again."""
+
+    hidden: bool = False
+
+
+@dataclass(frozen=True)
+class NetworkChanged(Fact):
+    """What the Network Information API says (where the browser has it):
+    ``save_data`` (the user asked for less data) and ``effective_type``
+    ("slow-2g", "2g", "3g", "4g", or None when unknown)."""
+
+    save_data: bool = False
+    effective_type: str | None = None
 
 
 @dataclass(frozen=True)
@@ -160,7 +188,7 @@ class StorageFailed(Fact):
 ALL_FACTS: tuple[type[Fact], ...] = (
     Restored, Recorded, FlushRequested, SendSucceeded, SendFailed,
     TimerFired, WentOnline, WentOffline, Beaconed, StorageFailed,
-    ConsentChanged, DeadLetterRetried, DeadLetterDropped,
+    ConsentChanged, DeadLetterRetried, DeadLetterDropped, VisibilityChanged, NetworkChanged,
 )
 
 
@@ -170,6 +198,7 @@ _ADMITS: dict[str, tuple[type, ...]] = {
     "int": (int,), "str": (str,), "bool": (bool,), "float": (int, float),
     "int | None": (int, type(None)), "str | None": (str, type(None)),
     "tuple[str, ...]": (tuple,), "tuple[dict[str, Any], ...]": (tuple,),
+    "tuple[str, ...] | None": (tuple, type(None)),
     "dict[str, Any]": (dict,), "dict[str, int]": (dict,),
 }
 MAX_ID_CHARS = 200
@@ -192,6 +221,6 @@ def fact_problem(fact: Fact) -> str | None:
             return f"{name} is out of range"
         if isinstance(value, str) and len(value) > MAX_ID_CHARS and name not in ("error", "retry_after"):
             return f"{name} is longer than {MAX_ID_CHARS} characters"
-        if annotation.type == "tuple[str, ...]" and not all(isinstance(v, str) for v in value):
+        if isinstance(value, tuple) and annotation.type.startswith("tuple[str") and not all(isinstance(v, str) for v in value):
             return f"{name} must hold strings"
     return None

@@ -22,6 +22,9 @@ from ._records import (
 from ._state import Batch, Isolation, Lane, State, Trigger
 
 FLUSH_TIMER = "flush"
+PACED_TIMER = "paced"
+ELSEWHERE_TIMER = "elsewhere"
+SLOW_TYPES = frozenset({"slow-2g", "2g"})
 EVENTS = "events"
 DEFAULT_MUTATION_STREAM = "default"
 # Internal errors the core contains before it gives up (``Halt``).
@@ -72,6 +75,13 @@ class Outbox:
         self._answered_failures: Counter[str] = Counter()  # of those, failed with an HTTP status
         self._timers: dict[str, int] = {}
         self._online = True
+        self._hidden = False
+        self._save_data = False
+        self._effective_type: str | None = None
+        self._gzip_ok: bool | None = None  # learnt from the endpoint's replies ("auto")
+        self._paced_until_ms = 0
+        self._elsewhere: dict[str, int] = {}  # event_id -> until when another tab's request may carry it
+        self._now_ms = 0
         self._durable = True
         self._storage = "unknown"
         self._consent: Any = config.consent
@@ -101,6 +111,8 @@ class Outbox:
             f.ConsentChanged: self._on_consent_changed,
             f.DeadLetterRetried: self._on_dead_letter_retried,
             f.DeadLetterDropped: self._on_dead_letter_dropped,
+            f.VisibilityChanged: self._on_visibility_changed,
+            f.NetworkChanged: self._on_network_changed,
         }
 
     # -- public ---------------------------------------------------------------
@@ -161,6 +173,7 @@ class Outbox:
                     self._events.fire(Trigger.RESTORED)  # refused, but the core is started
                     self._out.append(c.PublishRules(self.config.rules()))
                 continue
+            self._now_ms = max(self._now_ms, fact.now_ms)
             try:
                 self._handlers[type(fact)](fact)
             except Exception as exc:  # noqa: BLE001 - one fact must never stop the core
@@ -203,6 +216,9 @@ class Outbox:
             "repaired": self._counts["repaired"],
             "coreErrors": self._core_errors,
             "lastError": self._last_error,
+            "compression": self._compression(),
+            "network": {"saveData": self._save_data, "effectiveType": self._effective_type, "slow": self._slow},
+            "hidden": self._hidden,
         }
 
     # -- fact handlers -------------------------------------------------------
@@ -212,6 +228,12 @@ class Outbox:
         self._events.fire(Trigger.RESTORED)
         self._durable = fact.durable is not False
         self._online = fact.online is not False
+        self._hidden = fact.hidden is True
+        for event_id, until in _counts(fact.in_flight_elsewhere):
+            if until > fact.now_ms:
+                self._elsewhere[event_id] = until
+        if self._elsewhere:
+            self._set_timer(ELSEWHERE_TIMER, min(self._elsewhere.values()))
         self._storage = str(fact.storage)[:40]
         self._set_consent(fact.consent)
         self._out.append(c.PublishRules(self.config.rules()))
@@ -273,11 +295,11 @@ class Outbox:
         self._pump(fact.now_ms)
 
     def _on_flush_requested(self, fact: f.FlushRequested) -> None:
-        pending = set(self._queue)
+        pending = set(self._queue) if fact.event_ids is None else set(fact.event_ids) & set(self._queue)
         if not pending:
             self._out.append(c.SettleFlush(fact.flush_id, True))
             return
-        if any(not self._sendable(r) for r in self._queue.values()):
+        if any(not consent_allows(self._consent, self._queue[i].category) for i in pending):
             self._log("warn", "flush: events wait for a consent state; revu.consent() releases them")
             self._out.append(c.SettleFlush(fact.flush_id, False))
             return
@@ -304,6 +326,13 @@ class Outbox:
             self._dead_letter([self._queue[i] for i in live], {}, _status(fact.status), fact.now_ms, reason=reason)
             self._pump(fact.now_ms)
             return
+        if batch.kind == "events" and self.config.compression == "auto" and isinstance(reply, dict):
+            accepts = reply.get("accept_encoding")
+            if isinstance(accepts, list) and self._gzip_ok is not False:
+                learnt = "gzip" in accepts
+                if learnt != self._gzip_ok:
+                    self._log("info", f"the endpoint {'accepts' if learnt else 'does not accept'} gzip bodies")
+                self._gzip_ok = learnt
         rejected = _rejected_codes(reply, batch.event_ids) if batch.kind == "events" else {}
         if rejected:
             self._dead_letter([self._queue[i] for i in live if i in rejected], rejected,
@@ -320,6 +349,12 @@ class Outbox:
             return
         lane, batch = found
         status = _status(fact.status)
+        if status == 415 and batch.encoding is not None:
+            # The endpoint refuses compressed bodies: stop compressing, and
+            # retry (this failure is the encoding's, not the events').
+            self._gzip_ok = False
+            self._log("warn", "the endpoint refused a gzip body (415); sending uncompressed from now on")
+            status = None
         reason = f"http_{status}" if status is not None else _short(fact.error, "network_error")
         self._last_error = reason
         live = [i for i in batch.event_ids if i in self._queue]
@@ -367,7 +402,12 @@ class Outbox:
         if self._timers.get(fact.key) is None or fact.now_ms < self._timers[fact.key]:
             return  # stale or early: the timer was replaced or cancelled
         del self._timers[fact.key]
-        if fact.key == FLUSH_TIMER:
+        if fact.key in (FLUSH_TIMER, PACED_TIMER):
+            self._events.flush()
+        if fact.key == ELSEWHERE_TIMER:
+            self._elsewhere = {i: t for i, t in self._elsewhere.items() if t > fact.now_ms}
+            if self._elsewhere:
+                self._set_timer(ELSEWHERE_TIMER, min(self._elsewhere.values()))
             self._events.flush()
         for lane in self._lanes.values():
             if fact.key == lane.timer and lane.state is State.BACKING_OFF:
@@ -386,6 +426,19 @@ class Outbox:
 
     def _on_offline(self, fact: f.WentOffline) -> None:
         self._online = False
+
+    def _on_visibility_changed(self, fact: f.VisibilityChanged) -> None:
+        self._hidden = fact.hidden
+
+    def _on_network_changed(self, fact: f.NetworkChanged) -> None:
+        was_slow = self._slow
+        self._save_data = fact.save_data
+        self._effective_type = fact.effective_type[:20] if fact.effective_type else None
+        if was_slow != self._slow:
+            self._log("info", f"network is {'slow or metered: large drains are paced' if self._slow else 'fast again'}")
+        if was_slow and not self._slow:
+            self._events.flush()
+            self._pump(fact.now_ms)
 
     def _on_beaconed(self, fact: f.Beaconed) -> None:
         count = len(fact.event_ids) if isinstance(fact.event_ids, tuple) else 0
@@ -512,8 +565,25 @@ class Outbox:
         return min(deadline, record.created_at + ttl) if ttl else deadline
 
     def _sendable(self, record: Record) -> bool:
-        """Consent allows it (while the state is unknown, only "necessary" items go)."""
-        return consent_allows(self._consent, record.category)
+        """Consent allows it (while the state is unknown, only "necessary" items
+        go), and no request another tab started may still carry it."""
+        if not consent_allows(self._consent, record.category):
+            return False
+        until = self._elsewhere.get(record.event_id)
+        return until is None or until <= self._now_ms
+
+    @property
+    def _slow(self) -> bool:
+        """A metered or slow connection (Network Information API): large drains are paced."""
+        return self._save_data or self._effective_type in SLOW_TYPES
+
+    def _compression(self) -> str:
+        mode = self.config.compression
+        if mode == "off" or self._gzip_ok is False:
+            return "off"
+        if mode == "gzip" or self._gzip_ok:
+            return "gzip"
+        return "pending"
 
     # -- sending -------------------------------------------------------------
 
@@ -537,6 +607,7 @@ class Outbox:
         if len(events) >= self.config.flush_at:
             ev.flush()
         if ev.free:
+            events = self._pace(events, now_ms, force)
             if events:
                 self._send_events(events, now_ms)
             else:
@@ -549,16 +620,40 @@ class Outbox:
                      if not lane.events and n not in heads and lane.state is State.IDLE]:
             del self._lanes[name]  # an idle, empty stream: forget it
 
+    def _pace(self, events: list[Record], now_ms: int, force: bool) -> list[Record]:
+        """On a slow or metered connection a drain sends one ``maxBatch``
+        request per ``slowDrainIntervalMs``; high-priority events and
+        ``revu.flush()`` never wait."""
+        if not self._slow or force or any(not w.final for w in self._waiters.values()):
+            return events
+        if now_ms >= self._paced_until_ms:
+            self._paced_until_ms = now_ms + self.config.slow_drain_interval_ms
+            return events
+        high = [r for r in events if r.priority == "high"]
+        if not high and self._timers.get(PACED_TIMER) != self._paced_until_ms:
+            self._set_timer(PACED_TIMER, self._paced_until_ms)
+        return high
+
     def _send_events(self, records: list[Record], now_ms: int) -> None:
-        """One batch: by priority and stream order, within count and bytes."""
+        """One batch: by priority and stream order, within count and bytes.
+
+        A backlog drains in large batches (``drainBatch`` events,
+        ``drainBatchBytes``) while the page is visible and the connection is
+        not slow: sent without keepalive (over its budget), compressed when
+        the endpoint accepts it. A hidden page (an unload may be near) and a
+        slow connection keep to ``maxBatch`` / ``maxBatchBytes``.
+        """
         cfg = self.config
-        batch = take_batch(send_order(records), self._isolation.batch_limit(cfg.max_batch),
-                           cfg.max_batch_bytes, cfg.api_key, now_ms)
+        large = not self._hidden and not self._slow and len(records) > cfg.max_batch
+        count = max(cfg.drain_batch, cfg.max_batch) if large else cfg.max_batch
+        budget = max(cfg.drain_batch_bytes, cfg.max_batch_bytes) if large else cfg.max_batch_bytes
+        batch = take_batch(send_order(records), self._isolation.batch_limit(count), budget, cfg.api_key, now_ms)
         body = batch_body(cfg.api_key, (r.env_json for r in batch), now_ms)
         size = len(body.encode("utf-8"))
+        encoding = "gzip" if self._compression() == "gzip" and size >= cfg.compress_min_bytes else None
         self._start(self._events, tuple(r.event_id for r in batch), size, c.Send(
             batch_id="", url=cfg.endpoint, body=body, event_ids=(),
-            keepalive=size <= KEEPALIVE_BUDGET_BYTES, timeout_ms=cfg.request_timeout_ms,
+            keepalive=size <= KEEPALIVE_BUDGET_BYTES, timeout_ms=cfg.request_timeout_ms, encoding=encoding,
         ))
 
     def _send_mutation(self, lane: Lane, record: Record, now_ms: int) -> None:
@@ -580,11 +675,11 @@ class Outbox:
         self._attempts.update(ids)
         self._batch_seq += 1
         batch_id = f"b{self._batch_seq}"
-        lane.start(Batch(batch_id, ids, send.kind))
+        lane.start(Batch(batch_id, ids, send.kind, send.encoding))
         self._counts["requests"] += 1
         self._out.append(replace(send, batch_id=batch_id, event_ids=ids))
-        self._out.append(c.Emit("outbox:sent", {"batchId": batch_id, "kind": send.kind,
-                                                "eventIds": list(ids), "bytes": size}))
+        self._out.append(c.Emit("outbox:sent", {"batchId": batch_id, "kind": send.kind, "eventIds": list(ids),
+                                                "bytes": size, "encoding": send.encoding}))
         self._log("debug", f"sent {batch_id}: {len(ids)} {send.kind} item(s), {size} bytes")
 
     def _finish(self, batch_id: str) -> tuple[Lane, Batch] | None:

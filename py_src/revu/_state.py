@@ -124,6 +124,7 @@ class Batch:
     batch_id: str
     event_ids: tuple[str, ...]
     kind: str  # "events" or "mutation"
+    encoding: str | None = None
 
 
 @dataclass

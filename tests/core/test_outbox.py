@@ -136,7 +136,7 @@ def test_interval_timer_drains_below_flush_at():
 
 
 def test_large_queue_drains_over_several_requests_of_max_batch():
-    b = FakeBrowser(maxBatch=50)
+    b = FakeBrowser(maxBatch=50, drainBatch=50)
     b.feed(f.WentOffline(now_ms=b.now))
     for _ in range(120):
         b.record()
@@ -147,7 +147,7 @@ def test_large_queue_drains_over_several_requests_of_max_batch():
 
 
 def test_manual_flush_resolves_true_when_all_queued_at_the_call_is_acked():
-    b = FakeBrowser(maxBatch=10)
+    b = FakeBrowser(maxBatch=10, drainBatch=10)
     for _ in range(25):
         b.record()
     flush_id = b.flush()
