@@ -29,6 +29,9 @@ export class Driver {
    *   onStatus: (status: object) => void,
    *   onRules?: (rules: object) => void,
    *   onCoreLost?: (reason: string) => void,
+   *   onSend?: (batchId: string, eventIds: string[], timeoutMs: number) => void,
+   *   onDeleted?: (eventIds: string[]) => void,
+   *   onSendFailed?: (batchId: string) => void,
    * }} deps
    */
   constructor(deps) {
@@ -146,7 +149,8 @@ export class Driver {
         this.pending = [];
         let commands;
         try {
-          commands = JSON.parse(await this.core.handle(this.encode(facts)));
+          const answer = await this.core.handle(this.encode(facts));
+          commands = typeof answer === "string" ? JSON.parse(answer) : answer; // parsed when bodies were compressed
           if (!Array.isArray(commands)) throw new Error("the core's answer is not a list of commands");
         } catch (err) {
           this.fail(`${err && err.message ? err.message : err}`, facts.length);
@@ -199,14 +203,16 @@ export class Driver {
     const { queue, emitter, log, clock, post, onStatus } = this.deps;
     switch (cmd.type) {
       case "send":
+        if (this.deps.onSend) this.deps.onSend(cmd.batch_id, cmd.event_ids, cmd.timeout_ms);
         post({
           url: cmd.url,
           method: cmd.method,
-          headers: cmd.headers,
-          body: cmd.body,
+          headers: cmd.body_bytes ? { ...cmd.headers, "Content-Encoding": "gzip" } : cmd.headers,
+          body: cmd.body_bytes ? new Uint8Array(cmd.body_bytes) : cmd.body,
           keepalive: cmd.keepalive,
           timeoutMs: cmd.timeout_ms,
         }).then((out) => {
+          if (!out.ok && this.deps.onSendFailed) this.deps.onSendFailed(cmd.batch_id);
           if (out.ok) this.push({ type: "send_succeeded", batch_id: cmd.batch_id, status: out.status, reply: out.replyText ?? null });
           else {
             this.push({
@@ -222,9 +228,11 @@ export class Driver {
         break;
       case "delete":
         queue.remove(cmd.event_ids);
+        if (this.deps.onDeleted) this.deps.onDeleted(cmd.event_ids);
         break;
       case "store_dead_letters":
         queue.storeDeadLetters(cmd.entries);
+        if (this.deps.onDeleted) this.deps.onDeleted(cmd.entries.map((e) => e.env.event_id));
         break;
       case "delete_dead_letters":
         queue.deleteDeadLetters(cmd.event_ids);

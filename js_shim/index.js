@@ -3,6 +3,12 @@
 // Every public call is a trust boundary: whatever the page passes (or however
 // it calls), nothing throws into the page; a mistake becomes an `error` event
 // and a documented fallback value (see README "What revu does with bad input").
+//
+// Tabs: every tab captures durably; one tab per origin leads (tabs.js) and
+// runs the core in its Worker. A follower never starts Pyodide: the leader
+// learns of its records from storage (`storage` events), sends them, and
+// answers its flushes; the follower shows the leader's status. If the leader
+// goes (closed, crashed), the next tab takes over and adopts the stored queue.
 
 import { loadCore } from "./bridge.js";
 import { InputError, captureEvent, captureMutation } from "./capture.js";
@@ -19,6 +25,7 @@ import { rulesFor, storedRulesProblem } from "./rules.js";
 import { IndexedDbKeyStore } from "./storage/indexeddb.js";
 import { LocalStorageStore } from "./storage/local_storage.js";
 import { MemoryStore } from "./storage/memory.js";
+import { Tabs, tabsAvailable } from "./tabs.js";
 import { terminalBatch } from "./terminal.js";
 import { sendBeacon } from "./transport/beacon.js";
 import { sendRequest } from "./transport/fetch_keepalive.js";
@@ -27,6 +34,14 @@ const VERSION = "0.1.0";
 /** init() options: bounded like any page input (and passed to the core as JSON). */
 const OPTION_LIMITS = { maxDepth: 8, maxMembers: 1000, maxBytes: 100000 };
 const STORAGE_KEY = /^[A-Za-z0-9_-]{1,64}$/;
+/** How long a start may take before it counts as failed (each asset has its own limit too). */
+const START_TIMEOUT_MS = 60000;
+/** After a failed start: tries again when the browser comes online, and after these delays. */
+const RESTART_DELAYS_MS = [5000, 30000, 120000];
+/** A request another tab may still have in flight: its timeout plus this. */
+const IN_FLIGHT_GRACE_MS = 2000;
+/** How often a leader checks which tabs are alive (their presence locks). */
+const TABS_REFRESH_MS = 2000;
 
 /**
  * init()'s options as a plain JSON copy, with the fields the shim itself
@@ -52,6 +67,7 @@ function readInitOptions(options) {
   }
   if (opts.storage !== undefined && opts.storage !== "memory" && opts.storage !== "localStorage") throw bad('storage must be "localStorage" or "memory"');
   if (opts.assetsUrl !== undefined && typeof opts.assetsUrl !== "string") throw bad("assetsUrl must be a string");
+  if (opts.tabs !== undefined && typeof opts.tabs !== "boolean") throw bad("tabs must be true or false");
   return opts;
 }
 
@@ -65,27 +81,61 @@ export function createRevu(env = {}) {
   const emitter = new Emitter();
   let debug = false;
   const log = createLogger(() => debug);
+  const tabId = uuid();
   /** @type {QueueStore|null} */
   let queue = null;
   /** @type {Driver|null} */
   let driver = null;
   /** @type {Lifecycle|null} */
   let lifecycle = null;
+  /** @type {Tabs|null} */
+  let tabs = null;
+  /** "leader" (runs the core) or "follower" (another tab does); null before init. */
+  let role = null;
+  let options = null;
+  let store = null;
+  let vaultReady = null;
   let apiKey = "";
   let endpoint = "";
   let coreStatus = null;
   /** The core answers (false before it has loaded and after it stopped). */
   let coreLive = false;
   let isReady = false;
+  let starting = false;
+  let restarts = 0;
+  let restartTimer = null;
   let resolveReady;
   let rejectReady;
+  let readySettled = false;
   const ready = new Promise((resolve, reject) => {
-    resolveReady = resolve;
-    rejectReady = reject;
+    resolveReady = (v) => {
+      readySettled = true;
+      resolve(v);
+    };
+    rejectReady = (e) => {
+      readySettled = true;
+      reject(e);
+    };
   });
   ready.catch(() => {}); // a page that never awaits ready must not see an unhandled rejection
   /** Event ids beaconed since the page was last visible: one beacon per terminal close. */
   const beaconed = new Set();
+  /**
+   * Leader: what its requests (and beacons) may still carry, batch id ->
+   * {ids, until}. An id leaves when its record is deleted (acknowledged, or
+   * dropped); an entry when `until` (its timeout and a grace) has passed. A
+   * leader that follows this one (this page crashed, or closed while a
+   * keepalive request flew) waits for these before sending them again.
+   */
+  const inFlight = new Map();
+  /** Leader: the other tabs alive (presence locks, hello/bye). */
+  const others = new Set();
+  /** Follower: flushes waiting for the leader, flush id -> {resolve, records}. */
+  const remoteFlushes = new Map();
+  /** Follower: the leader's last status, and whether its core is live. */
+  let leaderStatus = null;
+  let leaderReady = false;
+  let statusTimer = null;
 
   function report(code, message) {
     log("error", message);
@@ -108,10 +158,10 @@ export function createRevu(env = {}) {
     }
   }
 
-  function openStore(options) {
-    if (options.storage === "memory") return new MemoryStore();
+  function openStore(opts) {
+    if (opts.storage === "memory") return new MemoryStore();
     try {
-      return new LocalStorageStore(options.storageKey ?? "revu");
+      return new LocalStorageStore(opts.storageKey ?? "revu");
     } catch (err) {
       report("storage_unavailable", `localStorage unavailable (${err && err.message}); running memory-only: events will not survive a reload`);
       return new MemoryStore();
@@ -119,10 +169,10 @@ export function createRevu(env = {}) {
   }
 
   /** PII at rest needs a non-extractable key in IndexedDB; without one, PII stays in memory. */
-  async function openVault(options, store) {
+  async function openVault(opts) {
     if (!store.durable) return queue.setVault(null, nowMs());
     try {
-      const keyStore = await IndexedDbKeyStore.open(`${options.storageKey ?? "revu"}-vault`);
+      const keyStore = await IndexedDbKeyStore.open(`${opts.storageKey ?? "revu"}-vault`);
       await queue.setVault(await PiiVault.open({ keyStore }), nowMs());
     } catch (err) {
       log("warn", `no PII vault (${err && err.message}); events flagged pii are kept in memory only`);
@@ -136,10 +186,10 @@ export function createRevu(env = {}) {
    * makes the state "unknown": nothing stored is purged or sent, and new
    * events are held in memory until the page calls revu.consent().
    */
-  function startingConsent(options, stored) {
-    if ("consent" in options) {
-      const problem = consentProblem(options.consent);
-      if (!problem) return consentCopy(options.consent);
+  function startingConsent(opts, stored) {
+    if ("consent" in opts) {
+      const problem = consentProblem(opts.consent);
+      if (!problem) return consentCopy(opts.consent);
       report("invalid_consent", `revu.init: ${problem}; consent is unknown until revu.consent() is called (nothing is sent or purged meanwhile)`);
       return UNKNOWN_CONSENT;
     }
@@ -150,86 +200,127 @@ export function createRevu(env = {}) {
     return UNKNOWN_CONSENT;
   }
 
+  // -- unload ------------------------------------------------------------------
+
   function onTerminal(reason) {
     if (!queue) return;
-    const batch = terminalBatch(queue, { apiKey, exclude: beaconed, nowMs: nowMs() });
+    if (role === "follower") {
+      // The leader has (or will adopt) everything this tab stored: a follower
+      // never beacons, so that no stored event is in two requests at once.
+      tabs.post({ type: "bye" });
+      return;
+    }
+    if (others.size > 0) {
+      log("info", `${reason}: ${others.size} other tab(s) open; the next leader sends what is queued (no beacon)`);
+      return;
+    }
+    const exclude = new Set(beaconed);
+    for (const { ids } of inFlight.values()) for (const id of ids) exclude.add(id); // a keepalive request carries them
+    const now = nowMs();
+    const batch = terminalBatch(queue, { apiKey, exclude, nowMs: now });
     if (!batch) return;
     const queued = sendBeacon(endpoint, batch.body);
-    if (queued) for (const id of batch.ids) beaconed.add(id);
+    if (queued) {
+      for (const id of batch.ids) beaconed.add(id);
+      inFlight.set(`beacon:${now}`, { ids: new Set(batch.ids), until: now + 10000 + IN_FLIGHT_GRACE_MS });
+      saveInFlight();
+    }
     log(queued ? "info" : "warn", `${reason}: beacon of ${batch.ids.length} events ${queued ? "queued" : "refused"}`);
     driver.push({ type: "beaconed", event_ids: batch.ids, queued });
   }
+
+  /** Leader: what its requests (and beacons) may still carry, stored for a leader that follows it. */
+  function saveInFlight() {
+    const now = nowMs();
+    const value = {};
+    for (const [key, { ids, until }] of inFlight) {
+      if (until <= now || ids.size === 0) inFlight.delete(key);
+      else for (const id of ids) value[id] = Math.max(value[id] ?? 0, until);
+    }
+    if (store.durable) queue.guard("write", () => store.putInFlight(value));
+  }
+
+  /** @param {string[]} ids  records that left the queue: no request needs to be waited for */
+  function settledInFlight(ids) {
+    let changed = false;
+    for (const entry of inFlight.values()) for (const id of ids) changed = entry.ids.delete(id) || changed;
+    if (changed) saveInFlight();
+  }
+
+  // -- the core ------------------------------------------------------------------
 
   function coreLost() {
     coreLive = false;
     isReady = false;
     queue.selfGoverned = true;
+    if (tabs && role === "leader") tabs.post({ type: "lost" });
   }
 
-  function init(options) {
-    try {
-      if (queue) throw new InputError("already_initialised", "revu.init was already called; later calls are ignored");
-      const opts = readInitOptions(options);
-      debug = opts.debug === true || opts.debug === "verbose";
-      const store = openStore(opts);
-      apiKey = opts.apiKey;
-      const pending = new QueueStore({
-        store,
-        rules: rulesFor(opts),
-        onStorageFailure: (operation, err) => {
-          log("warn", `storage ${operation} failed; running memory-only`, err);
-          if (driver) driver.push({ type: "storage_failed", operation, error: String(err && err.message ? err.message : err).slice(0, 200) });
-        },
-      });
-      const stored = pending.load(nowMs());
-      queue = pending;
-      const rulesProblem = storedRulesProblem(stored.rules);
-      if (rulesProblem) report("corrupt_rules", `the stored rules are corrupt (${rulesProblem}); using this SDK's defaults and the page's options`);
-      const consent = startingConsent(opts, stored.consent);
-      queue.setConsent(consent);
-      if (consent !== UNKNOWN_CONSENT) queue.guard("write", () => store.putConsent(consent));
-      for (const [reason, n] of Object.entries(queue.quarantinedBeforeStart)) {
-        log("warn", `${n} stored value(s) quarantined (${reason}); revu.outbox.entries() lists them`);
-      }
-      endpoint = String(opts.host ?? queue.rules.defaultHost).replace(/\/+$/, "") + queue.rules.eventsPath;
-      if (!store.durable) log("warn", "running memory-only: events will not survive a reload");
-      driver = new Driver({
-        queue,
-        emitter,
-        log,
-        clock: { nowMs, jitter, soon, timers: new Timers() },
-        post: sendRequest,
-        onStatus: (status) => {
-          coreStatus = status;
-        },
-        onCoreLost: coreLost,
-      });
-      lifecycle = new Lifecycle({
-        onTerminal,
-        onVisible: () => beaconed.clear(),
-        onOnline: () => driver.push({ type: "went_online" }),
-        onOffline: () => driver.push({ type: "went_offline" }),
-      });
-      lifecycle.install();
-      startCore({ ...opts, debug: debug, consent: consent === UNKNOWN_CONSENT ? "denied" : consent }, store, openVault(opts, store));
-    } catch (err) {
-      if (err instanceof InputError) report(err.code, err.message);
-      else report("init_failed", `revu.init failed: ${err && err.message ? err.message : err}`);
-    }
+  /** Whatever the core emits goes to this tab's listeners, and to the other tabs'. */
+  const coreEmitter = {
+    emit(name, detail) {
+      emitter.emit(name, detail);
+      if (tabs && role === "leader") tabs.post({ type: "emit", name, detail });
+    },
+  };
+
+  function newDriver() {
+    return new Driver({
+      queue,
+      emitter: coreEmitter,
+      log,
+      clock: { nowMs, jitter, soon, timers: new Timers() },
+      post: sendRequest,
+      onStatus: (status) => {
+        coreStatus = status;
+        broadcastStatus();
+      },
+      onCoreLost: coreLost,
+      onSend: (batchId, ids, timeoutMs) => {
+        inFlight.set(batchId, { ids: new Set(ids), until: nowMs() + timeoutMs + IN_FLIGHT_GRACE_MS });
+        saveInFlight();
+      },
+      onDeleted: settledInFlight,
+      onSendFailed: (batchId) => {
+        if (inFlight.delete(batchId)) saveInFlight(); // it is over: nothing of it can still arrive
+      },
+    });
   }
 
-  async function startCore(options, store, vaultReady) {
+  function broadcastStatus() {
+    if (!tabs || role !== "leader" || statusTimer) return;
+    statusTimer = setTimeout(() => {
+      statusTimer = null;
+      tabs.post({ type: "status", status: coreStatus, ready: isReady && coreLive });
+    }, 50);
+  }
+
+  async function startCore() {
+    if (starting || coreLive) return;
+    starting = true;
     try {
-      let base = options.assetsUrl ?? env.scriptUrl;
+      const base = options.assetsUrl ?? env.scriptUrl;
       if (!base) throw new Error("cannot tell where revu.js was loaded from; pass assetsUrl to init");
-      const core = await (env.loadCore ?? loadCore)(new URL(".", base).href);
-      const started = JSON.parse(await core.start(JSON.stringify(options)));
+      let assetsUrl;
+      try {
+        assetsUrl = new URL(".", new URL(base, globalThis.location ? location.href : undefined)).href;
+      } catch (_) {
+        throw new InputError("invalid_options", `revu.init: assetsUrl ${JSON.stringify(String(base).slice(0, 100))} is not a URL`);
+      }
+      const core = await (env.loadCore ?? loadCore)(assetsUrl, { timeoutMs: START_TIMEOUT_MS });
+      const coreOptions = { ...options, debug, consent: queue.consent === UNKNOWN_CONSENT ? "denied" : queue.consent };
+      const started = JSON.parse(await core.start(JSON.stringify(coreOptions)));
       if (!started.ok) throw new InputError("invalid_options", `revu.init: ${started.error}`);
-      debug = started.options.debug;
       await vaultReady; // sealed records from earlier pages are opened before the core sees the queue
       queue.selfGoverned = false;
       coreLive = true;
+      if (driver.lost !== null) {
+        const pending = driver.pending;
+        driver = newDriver(); // a restart after a failed start: a fresh driver for the new core
+        driver.pending = pending;
+      }
       const { queued, dead } = queue.snapshot();
+      const elsewhere = tabs ? store.getInFlight() : {};
       await driver.start(core, {
         type: "restored",
         now_ms: nowMs(),
@@ -242,11 +333,18 @@ export function createRevu(env = {}) {
         repaired_before_start: queue.repairedBeforeStart,
         storage: store.kind,
         consent: queue.consent,
+        hidden: lifecycle.isHidden(),
+        in_flight_elsewhere: elsewhere,
       });
+      const network = lifecycle.network();
+      if (network) driver.push({ type: "network_changed", save_data: network.saveData, effective_type: network.effectiveType });
       lifecycle.moveTerminalLast();
       if (driver.lost !== null) throw new Error(driver.lost);
       isReady = true;
-      resolveReady(true);
+      restarts = 0;
+      if (!readySettled) resolveReady(true);
+      emitter.emit("ready", { role });
+      broadcastStatus();
     } catch (err) {
       coreLost();
       if (driver.lost === null) {
@@ -254,13 +352,219 @@ export function createRevu(env = {}) {
           err instanceof InputError ? err.message : `the revu core did not start (${err && err.message ? err.message : err}); events stay stored and are beaconed on page hide`);
       }
       driver.abandon();
-      rejectReady(err);
+      if (!readySettled) rejectReady(err);
+      if (!(err instanceof InputError)) scheduleRestart();
+    } finally {
+      starting = false;
+    }
+  }
+
+  /** A failed start is tried again when the browser is online again, and after a while. */
+  function scheduleRestart() {
+    if (restartTimer || restarts >= RESTART_DELAYS_MS.length) return;
+    const delay = RESTART_DELAYS_MS[restarts++];
+    restartTimer = setTimeout(() => {
+      restartTimer = null;
+      startCore();
+    }, delay);
+  }
+
+  function onOnline() {
+    if (role === "leader" && !coreLive && !starting && driver && driver.lost !== null) {
+      if (restartTimer) clearTimeout(restartTimer);
+      restartTimer = null;
+      log("info", "online again: starting the core");
+      startCore();
+    }
+    driver.push({ type: "went_online" });
+  }
+
+  // -- tabs ---------------------------------------------------------------------
+
+  function becomeLeader() {
+    role = "leader";
+    if (tabs) {
+      queue.adopt(nowMs());
+      tabs.post({ type: "leader" });
+      refreshOthers();
+      setInterval(refreshOthers, TABS_REFRESH_MS);
+      // Flushes this tab asked of the old leader are now its own to answer.
+      for (const [flushId, { resolve, records }] of remoteFlushes) {
+        remoteFlushes.delete(flushId);
+        const ids = records.map((r) => r.id);
+        driver.waitFor((id) => ({ type: "flush_requested", flush_id: id, event_ids: ids })).then(resolve);
+      }
+    }
+    log("info", `this tab leads (${tabs ? "one core for all tabs of the origin" : "every tab runs its own core"})`);
+    startCore();
+  }
+
+  function refreshOthers() {
+    tabs.others().then((ids) => {
+      others.clear();
+      for (const id of ids) others.add(id);
+    }, () => {});
+  }
+
+  /** Another tab changed storage: its new records reach the leader's core this way. */
+  function onStorageChange(change) {
+    if (change.area === "q") {
+      if (change.raw === null) queue.forget(change.id);
+      else if (role === "leader") {
+        const raw = queue.external(change.id, change.raw, nowMs(), (opened) => announceRaw(opened));
+        if (raw) announceRaw(raw);
+      }
+    } else if (change.area === "d") queue.externalDead(change.id, change.raw, nowMs());
+  }
+
+  function announceRaw(raw) {
+    if (coreLive) driver.push({ type: "recorded", record: raw, durable: true, held: false });
+  }
+
+  function onTabMessage(message) {
+    if (role === "leader") onFollowerMessage(message);
+    else onLeaderMessage(message);
+  }
+
+  function onFollowerMessage(message) {
+    switch (message.type) {
+      case "hello":
+        others.add(message.from);
+        break;
+      case "bye":
+        others.delete(message.from);
+        break;
+      case "flush": {
+        const ids = [];
+        for (const { id, raw } of Array.isArray(message.records) ? message.records : []) {
+          ids.push(id);
+          const added = queue.external(id, raw, nowMs());
+          if (added) announceRaw(added);
+        }
+        const reply = (ok) => tabs.post({ type: "settled", to: message.from, flushId: message.flushId, ok });
+        driver.waitFor((flushId) => ({ type: "flush_requested", flush_id: flushId, event_ids: ids })).then(reply);
+        break;
+      }
+      case "consent":
+        if (!consentProblem(message.state)) {
+          queue.setConsent(consentCopy(message.state));
+          driver.push({ type: "consent_changed", consent: consentCopy(message.state) });
+        }
+        break;
+      case "retry":
+        driver.waitFor((flushId) => ({ type: "dead_letter_retried", event_id: String(message.id).slice(0, 200), flush_id: flushId }))
+          .then((ok) => tabs.post({ type: "settled", to: message.from, flushId: message.flushId, ok }));
+        break;
+      case "drop":
+        driver.push({ type: "dead_letter_dropped", event_id: String(message.id).slice(0, 200) });
+        break;
+      default:
+        break;
+    }
+  }
+
+  function onLeaderMessage(message) {
+    switch (message.type) {
+      case "leader":
+        // A new leader: it knows nothing of flushes asked of the old one.
+        for (const [flushId, { records }] of remoteFlushes) tabs.post({ type: "flush", flushId, records });
+        tabs.post({ type: "hello" });
+        break;
+      case "status":
+        leaderStatus = message.status;
+        if (message.ready && !leaderReady) {
+          leaderReady = true;
+          if (!readySettled) resolveReady(true);
+          emitter.emit("ready", { role });
+        }
+        leaderReady = !!message.ready;
+        break;
+      case "lost":
+        leaderReady = false;
+        for (const { resolve } of remoteFlushes.values()) resolve(false);
+        remoteFlushes.clear();
+        break;
+      case "emit":
+        emitter.emit(message.name, message.detail);
+        break;
+      case "settled":
+        if (message.to === tabId && remoteFlushes.has(message.flushId)) {
+          remoteFlushes.get(message.flushId).resolve(message.ok === true);
+          remoteFlushes.delete(message.flushId);
+        }
+        break;
+      default:
+        break;
+    }
+  }
+
+  /** Follower: ask the leader, carrying this tab's queued records (it may not have seen them yet). */
+  function askLeader(type, extra, records) {
+    const flushId = uuid();
+    return new Promise((resolve) => {
+      remoteFlushes.set(flushId, { resolve, records });
+      tabs.post({ type, flushId, records, ...extra });
+    });
+  }
+
+  // -- public API ------------------------------------------------------------------
+
+  function init(opts) {
+    try {
+      if (queue) throw new InputError("already_initialised", "revu.init was already called; later calls are ignored");
+      options = readInitOptions(opts);
+      debug = options.debug === true || options.debug === "verbose";
+      store = openStore(options);
+      apiKey = options.apiKey;
+      const pending = new QueueStore({
+        store,
+        rules: rulesFor(options),
+        onStorageFailure: (operation, err) => {
+          log("warn", `storage ${operation} failed; running memory-only`, err);
+          if (driver) driver.push({ type: "storage_failed", operation, error: String(err && err.message ? err.message : err).slice(0, 200) });
+        },
+      });
+      const stored = pending.load(nowMs());
+      queue = pending;
+      const rulesProblem = storedRulesProblem(stored.rules);
+      if (rulesProblem) report("corrupt_rules", `the stored rules are corrupt (${rulesProblem}); using this SDK's defaults and the page's options`);
+      const consent = startingConsent(options, stored.consent);
+      queue.setConsent(consent);
+      if (consent !== UNKNOWN_CONSENT) queue.guard("write", () => store.putConsent(consent));
+      for (const [reason, n] of Object.entries(queue.quarantinedBeforeStart)) {
+        log("warn", `${n} stored value(s) quarantined (${reason}); revu.outbox.entries() lists them`);
+      }
+      endpoint = String(options.host ?? queue.rules.defaultHost).replace(/\/+$/, "") + queue.rules.eventsPath;
+      if (!store.durable) log("warn", "running memory-only: events will not survive a reload");
+      driver = newDriver();
+      lifecycle = new Lifecycle({
+        onTerminal,
+        onVisible: () => beaconed.clear(),
+        onOnline,
+        onOffline: () => driver.push({ type: "went_offline" }),
+        onHidden: (hidden) => driver.push({ type: "visibility_changed", hidden }),
+        onNetwork: (n) => driver.push({ type: "network_changed", save_data: n.saveData, effective_type: n.effectiveType }),
+      });
+      lifecycle.install();
+      vaultReady = openVault(options);
+      if (store.durable && options.tabs !== false && tabsAvailable()) {
+        role = "follower";
+        tabs = new Tabs({ key: options.storageKey ?? "revu", tabId, onMessage: onTabMessage });
+        store.watch(onStorageChange);
+        tabs.post({ type: "hello" });
+        tabs.elect(becomeLeader);
+      } else {
+        becomeLeader();
+      }
+    } catch (err) {
+      if (err instanceof InputError) report(err.code, err.message);
+      else report("init_failed", `revu.init failed: ${err && err.message ? err.message : err}`);
     }
   }
 
   /** Tell the core of a captured item; from the snapshot on (same task), none is missed. */
   function announce(captured, held) {
-    if (coreLive) driver.push({ type: "recorded", record: captured.raw, durable: queue.durable && !held, held });
+    if (role === "leader" && coreLive) driver.push({ type: "recorded", record: captured.raw, durable: queue.durable && !held, held });
   }
 
   /**
@@ -281,15 +585,22 @@ export function createRevu(env = {}) {
     return captured.eventId;
   }
 
-  function record(event, properties, options) {
+  function record(event, properties, opts) {
     return guarded("record", null, () => {
       const now = nowMs();
-      return admit(captureEvent(event, properties, options, { eventId: uuid(), nowMs: now, seq: queue.nextSeq(now), rules: queue.rules }));
+      return admit(captureEvent(event, properties, opts, { eventId: uuid(), nowMs: now, seq: queue.nextSeq(now), rules: queue.rules }));
     });
   }
 
+  function mine() {
+    return [...queue.queue].filter(([, e]) => !e.held).map(([id, entry]) => ({ id, raw: queue.rawOf(entry) }));
+  }
+
   function flush() {
-    return guarded("flush", Promise.resolve(false), () => driver.flush());
+    return guarded("flush", Promise.resolve(false), () => {
+      if (role === "follower") return askLeader("flush", {}, mine());
+      return driver.flush();
+    });
   }
 
   function consent(state) {
@@ -300,7 +611,8 @@ export function createRevu(env = {}) {
       const purged = queue.setConsent(clean);
       queue.guard("write", () => queue.store.putConsent(clean));
       if (purged) log("info", `consent changed: ${purged} stored items purged`);
-      driver.push({ type: "consent_changed", consent: clean });
+      if (role === "follower") tabs.post({ type: "consent", state: clean });
+      else driver.push({ type: "consent_changed", consent: clean });
       return true;
     });
   }
@@ -308,8 +620,11 @@ export function createRevu(env = {}) {
   function status() {
     try {
       const shim = queue
-        ? { storage: queue.store.kind, durable: queue.durable, memoryOnly: !queue.durable, consent: queue.consent, pii: queue.piiMode }
-        : { storage: null, durable: false, memoryOnly: true };
+        ? { storage: queue.store.kind, durable: queue.durable, memoryOnly: !queue.durable, consent: queue.consent, pii: queue.piiMode, role }
+        : { storage: null, durable: false, memoryOnly: true, role };
+      if (role === "follower") {
+        return { ...(leaderStatus ?? { queued: queue.queue.size, online: lifecycle.isOnline() }), ...shim, ready: leaderReady };
+      }
       const base = coreLive && coreStatus
         ? coreStatus
         : { queued: queue ? queue.queue.size : 0, online: lifecycle ? lifecycle.isOnline() : true, ...(coreStatus ? { quarantined: coreStatus.quarantined, dropped: coreStatus.dropped } : {}) };
@@ -348,15 +663,18 @@ export function createRevu(env = {}) {
     },
     /** Requeue a dead letter; resolves true once acked, false if it fails for good again. */
     retry(id) {
-      return guarded("outbox.retry", Promise.resolve(false), () =>
-        driver.waitFor((flushId) => ({ type: "dead_letter_retried", event_id: String(id).slice(0, 200), flush_id: flushId })));
+      return guarded("outbox.retry", Promise.resolve(false), () => {
+        if (role === "follower") return askLeader("retry", { id: String(id).slice(0, 200) }, []);
+        return driver.waitFor((flushId) => ({ type: "dead_letter_retried", event_id: String(id).slice(0, 200), flush_id: flushId }));
+      });
     },
     /** Forget a dead letter (after the app rolled back what it showed) or a quarantined value. */
     drop(id) {
       return guarded("outbox.drop", false, () => {
         const key = String(id).slice(0, 300);
         if (queue.dropQuarantined(key)) return true;
-        driver.push({ type: "dead_letter_dropped", event_id: key.slice(0, 200) });
+        if (role === "follower") tabs.post({ type: "drop", id: key.slice(0, 200) });
+        else driver.push({ type: "dead_letter_dropped", event_id: key.slice(0, 200) });
         return true;
       });
     },

@@ -127,6 +127,74 @@ export class QueueStore {
   }
 
   /**
+   * This tab became the leader: take in what other tabs stored and drop from
+   * the mirror what they removed (acknowledged while this tab followed).
+   * Checked like a load; held and not-yet-sealed items (memory only) stay.
+   * @param {number} nowMs
+   * @returns {void}
+   */
+  adopt(nowMs) {
+    const { queued, dead } = this.store.loadAll();
+    const present = new Set(queued.map((item) => item.id));
+    for (const [id, entry] of [...this.queue]) {
+      if (!entry.held && !this.unsealed.has(id) && !present.has(id)) this.take(id);
+    }
+    for (const { id, raw } of queued) {
+      if (!this.queue.has(id)) this.external(id, raw, nowMs);
+    }
+    this.dead.clear();
+    for (const { id, raw } of dead) this.externalDead(id, raw, nowMs);
+    this.sortMirror();
+  }
+
+  /**
+   * A record another tab stored: checked, then mirrored (sealed ones once
+   * the vault opens them, then `onOpened(raw)` is called).
+   * @param {string} id @param {string} raw @param {number} nowMs
+   * @param {(raw: string) => void} [onOpened]
+   * @returns {string|null} the clear record's text when it joined the mirror now
+   */
+  external(id, raw, nowMs, onOpened) {
+    if (this.queue.has(id)) return null;
+    const checked = checkStored(id, raw, false);
+    if (!checked.ok) {
+      this.setAside("q", id, raw, checked.reason, nowMs);
+      return null;
+    }
+    if (!checked.value.sealed) {
+      this.addToMirror(id, checked.value);
+      return this.rawOf(this.queue.get(id));
+    }
+    if (!this.vault) {
+      this.sealed.push({ id, value: checked.value, dead: false });
+      return null;
+    }
+    this.vault.open(checked.value.sealed, id).then((secret) => {
+      const { sealed: _, ...rest } = checked.value;
+      this.addToMirror(id, { ...rest, env: joinPii(checked.value.env, secret) });
+      this.sortMirror();
+      if (onOpened) onOpened(this.rawOf(this.queue.get(id)));
+    }, () => this.setAside("q", id, raw, "unsealable", nowMs));
+    return null;
+  }
+
+  /** @param {string} id @param {string|null} raw  a dead letter another tab wrote (null: removed) @param {number} nowMs */
+  externalDead(id, raw, nowMs) {
+    if (raw === null) {
+      this.dead.delete(id);
+      return;
+    }
+    const checked = checkStored(id, raw, true);
+    if (checked.ok && !checked.value.sealed) this.dead.set(id, checked.value);
+  }
+
+  /** Another tab removed this record from storage: forget it here, storage untouched. @param {string} id */
+  forget(id) {
+    const entry = this.queue.get(id);
+    if (entry && !entry.held) this.take(id);
+  }
+
+  /**
    * The vault is open (or could not be): open what earlier pages sealed and
    * seal what this page recorded meanwhile. A blob that fails authentication
    * is quarantined (`unsealable`); without a vault, sealed records stay

@@ -41,6 +41,9 @@
  * @property {(ids: string[]) => void} deleteDeadLetters
  * @property {(key: string, raw: string) => void} putQuarantine
  * @property {(keys: string[]) => void} deleteQuarantine
+ * @property {(fn: (change: {area: string, id: string, raw: string|null}) => void) => void} watch  other tabs' changes
+ * @property {() => Record<string, number>} getInFlight
+ * @property {(value: Record<string, number>) => void} putInFlight
  * @property {(rules: Rules) => void} putRules
  * @property {(consent: unknown) => void} putConsent
  */

@@ -177,7 +177,12 @@ def bundle_shim(out_dir: Path) -> list[Path]:
     out = out_dir / "revu.js"
     run([ESBUILD, entry, "--bundle", "--format=iife", f"--target={ESBUILD_TARGET}",
          "--sourcemap", "--log-level=warning", f"--outfile={out}"], "esbuild bundle of the JS shim")
-    return [out, out.with_name("revu.js.map")]
+    # The core's Worker: a module script (it imports Pyodide's ES module).
+    worker = out_dir / "revu-worker.js"
+    run([ESBUILD, ROOT / "js_shim" / "core_host" / "worker.js", "--bundle", "--format=esm",
+         f"--target={ESBUILD_TARGET}", "--sourcemap", "--log-level=warning", f"--outfile={worker}"],
+        "esbuild bundle of the core's Worker")
+    return [out, out.with_name("revu.js.map"), worker, worker.with_name("revu-worker.js.map")]
 
 
 def build_revu_wheel(version: str, out_dir: Path) -> Path:

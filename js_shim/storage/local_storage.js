@@ -91,6 +91,40 @@ export class LocalStorageStore {
     for (const key of keys) this.ls.removeItem(`${this.prefix}:x:${key}`);
   }
 
+  /**
+   * Changes other tabs make: `fn({area, id, raw})` for each, `area` "q"
+   * (queued), "d" (dead letter) or "x" (quarantined), `raw` null when the key
+   * was removed. (The `storage` event fires in every other same-origin tab,
+   * never in the one that wrote: https://html.spec.whatwg.org/multipage/webstorage.html#the-storageevent-interface)
+   * @param {(change: {area: string, id: string, raw: string|null}) => void} fn
+   * @returns {void}
+   */
+  watch(fn) {
+    const prefix = `${this.prefix}:`;
+    globalThis.addEventListener("storage", (event) => {
+      if (event.storageArea !== this.ls || !event.key || !event.key.startsWith(prefix)) return;
+      const rest = event.key.slice(prefix.length);
+      const area = rest.slice(0, 2);
+      if (area === "q:" || area === "d:" || area === "x:") fn({ area: area[0], id: rest.slice(2), raw: event.newValue });
+    });
+  }
+
+  /** @returns {Record<string, number>} event id -> until when another tab's request may still carry it */
+  getInFlight() {
+    const value = this.readJson("inflight");
+    if (!value || typeof value !== "object" || Array.isArray(value)) return {};
+    const out = {};
+    for (const [id, until] of Object.entries(value)) if (Number.isSafeInteger(until)) out[id] = until;
+    return out;
+  }
+
+  /** @param {Record<string, number>} value @returns {void} */
+  putInFlight(value) {
+    const key = `${this.prefix}:inflight`;
+    if (Object.keys(value).length) this.ls.setItem(key, JSON.stringify(value));
+    else this.ls.removeItem(key);
+  }
+
   /** @param {object} rules @returns {void} */
   putRules(rules) {
     this.ls.setItem(`${this.prefix}:rules`, JSON.stringify(rules));

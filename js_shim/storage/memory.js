@@ -55,6 +55,17 @@ export class MemoryStore {
     for (const key of keys) this.quarantined.delete(key);
   }
 
+  /** Memory is this tab's alone: no other tab changes it. @returns {void} */
+  watch() {}
+
+  /** @returns {Record<string, number>} */
+  getInFlight() {
+    return {};
+  }
+
+  /** @returns {void} */
+  putInFlight() {}
+
   /** @param {object} rules @returns {void} */
   putRules(rules) {
     this.rules = rules;

@@ -19,8 +19,9 @@ export const MAX_REPLY_CHARS = 1_000_000;
  * Keepalive bodies share a 64 KiB in-flight budget per page
  * (https://fetch.spec.whatwg.org/#http-network-or-cache-fetch); the core only
  * asks for keepalive on bodies within it.
- * @param {{url: string, method: string, headers: Record<string, string>, body: string,
- *          keepalive: boolean, timeoutMs: number}} req
+ * @param {{url: string, method: string, headers: Record<string, string>, body: string|Uint8Array,
+ *          keepalive: boolean, timeoutMs: number}} req  a Uint8Array body is already encoded
+ *   (its Content-Encoding header is set)
  * @returns {Promise<SendOutcome>}
  */
 export async function sendRequest({ url, method, headers, body, keepalive, timeoutMs }) {

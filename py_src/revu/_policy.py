@@ -120,32 +120,37 @@ def send_order(records: Iterable[Record]) -> list[Record]:
     Higher priority first (high > normal > low), then record order; but within
     a stream, record order always wins: an item is eligible only once every
     earlier item of its stream is ahead of it. Items without a stream are
-    ordered by priority alone.
+    ordered by priority alone. Several tabs can give two records the same
+    ``seq`` (each tab counts its own); they then keep the order they came in.
     """
     streams: dict[str, list[Record]] = {}
-    heap: list[tuple[int, int, str | None, int]] = []
-    loose: dict[int, Record] = {}
+    heap: list[tuple[int, int, int, str | None, int]] = []
+    loose: list[Record] = []
+    position = 0
     for record in records:  # records arrive in seq order
         stream = record.stream
         if stream is None:
-            loose[record.seq] = record
-            heap.append((record.rank, record.seq, None, 0))
+            heap.append((record.rank, record.seq, position, None, len(loose)))
+            loose.append(record)
         else:
             streams.setdefault(stream, []).append(record)
+        position += 1
     for stream, items in streams.items():
-        heap.append((items[0].rank, items[0].seq, stream, 0))
+        heap.append((items[0].rank, items[0].seq, position, stream, 0))
+        position += 1
     heapq.heapify(heap)
     out: list[Record] = []
     while heap:
-        _rank, seq, stream, index = heapq.heappop(heap)
+        _rank, _seq, _pos, stream, index = heapq.heappop(heap)
         if stream is None:
-            out.append(loose[seq])
+            out.append(loose[index])
             continue
         items = streams[stream]
         out.append(items[index])
         if index + 1 < len(items):
             nxt = items[index + 1]
-            heapq.heappush(heap, (nxt.rank, nxt.seq, stream, index + 1))
+            heapq.heappush(heap, (nxt.rank, nxt.seq, position, stream, index + 1))
+            position += 1
     return out
 
 

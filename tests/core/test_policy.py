@@ -93,3 +93,12 @@ def test_retry_after_http_date_ignores_the_host_time_zone(zone, monkeypatch):
     finally:
         monkeypatch.undo()
         time.tzset()
+
+
+def test_send_order_keeps_records_of_equal_seq_apart():
+    # Two tabs recording in the same millisecond give two records one seq.
+    records = [make_record(f"e{i}", 1000, {"event_id": f"e{i}", "event": "x", "properties": {}, "created_at": 1})
+               for i in range(4)]
+    from revu._policy import send_order
+
+    assert [r.event_id for r in send_order(records)] == ["e0", "e1", "e2", "e3"]

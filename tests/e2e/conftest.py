@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -62,7 +63,11 @@ def context(browser, ingest):
     ingest.reset()
     context = browser.new_context()
     yield context
+    # Closing the pages fires their unload beacons: keep them from reaching
+    # the next test (the ingest drops them while "offline"; reset() clears it).
+    ingest.set_faults({"offline": True})
     context.close()
+    time.sleep(0.3)
 
 
 @pytest.fixture
@@ -94,3 +99,27 @@ def pytest_terminal_summary(terminalreporter):
     terminalreporter.section("revu e2e figures")
     for entry in FIGURES:
         terminalreporter.write_line(json.dumps(entry))
+
+
+def crash_renderer(browser, page) -> None:
+    """Kill a page's renderer the way a crash would (CDP Page.crash): no
+    pagehide, no beacon. Sent through the browser's own CDP session with the
+    (deprecated) Target.sendMessageToTarget, because a page session's
+    send("Page.crash") never gets its answer and blocks Playwright."""
+    import uuid
+
+    marker = f"crash-{uuid.uuid4()}"
+    page.evaluate("(t) => { document.title = t; }", marker)
+    session = browser.new_browser_cdp_session()
+    target = next(t for t in session.send("Target.getTargets")["targetInfos"] if t.get("title") == marker)
+    attached = session.send("Target.attachToTarget", {"targetId": target["targetId"], "flatten": False})
+    crashed: list[bool] = []
+    page.on("crash", lambda _: crashed.append(True))
+    session.send("Target.sendMessageToTarget", {"sessionId": attached["sessionId"],
+                                               "message": json.dumps({"id": 1, "method": "Page.crash"})})
+    deadline = time.time() + 10
+    while not crashed and time.time() < deadline:
+        session.send("Target.getTargets")  # a round trip lets Playwright deliver the "crash" event
+        time.sleep(0.05)
+    assert crashed, "the renderer did not crash"
+    session.detach()
