@@ -586,9 +586,14 @@ export function createRevu(env = {}) {
   }
 
   function record(event, properties, opts) {
+    return recordWithId(uuid(), event, properties, opts);
+  }
+
+  /** record() with an id made earlier (by the snippet's stub, so that it could return it). */
+  function recordWithId(eventId, event, properties, opts) {
     return guarded("record", null, () => {
       const now = nowMs();
-      return admit(captureEvent(event, properties, opts, { eventId: uuid(), nowMs: now, seq: queue.nextSeq(now), rules: queue.rules }));
+      return admit(captureEvent(event, properties, opts, { eventId, nowMs: now, seq: queue.nextSeq(now), rules: queue.rules }));
     });
   }
 
@@ -684,10 +689,48 @@ export function createRevu(env = {}) {
     },
   };
 
-  return { init, record, flush, consent, status, on, outbox, ready, version: VERSION };
+  return { init, record, flush, consent, status, on, outbox, ready, version: VERSION, _recordWithId: recordWithId };
+}
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+/**
+ * Take over the snippet's stub (js_shim/snippet.js): replay its queued calls in
+ * order on the real instance, settle its promises with the real results, and
+ * give the stub object the real methods (a page may have kept a reference).
+ * @param {any} stub  window.revu as the snippet left it
+ * @param {ReturnType<typeof createRevu>} real
+ * @returns {any} the object to keep as window.revu
+ */
+export function adoptStub(stub, real) {
+  const calls = Array.isArray(stub._q) ? stub._q : [];
+  const { ready: realReady, _recordWithId, ...methods } = real;
+  for (const call of calls) {
+    try {
+      const args = Array.isArray(call.a) ? call.a : [];
+      switch (call.m) {
+        case "init": real.init(...args); break;
+        case "record": _recordWithId(typeof call.id === "string" && UUID.test(call.id) ? call.id.toLowerCase() : uuid(), ...args); break;
+        case "flush": real.flush().then(call.y); break;
+        case "consent": real.consent(...args); break;
+        case "on": if (!call.off) call.u = real.on(...args); break;
+        case "outbox.enqueue": real.outbox.enqueue(...args); break;
+        case "outbox.retry": real.outbox.retry(...args).then(call.y); break;
+        case "outbox.drop": real.outbox.drop(...args); break;
+        default: break;
+      }
+    } catch (_) {
+      // a replayed call never breaks the others (each real method is guarded anyway)
+    }
+  }
+  if (typeof stub._y === "function") realReady.then(stub._y, stub._n);
+  const target = stub.ready instanceof Promise ? stub : { ready: realReady };
+  delete stub._q;
+  return Object.assign(target, methods);
 }
 
 if (typeof window !== "undefined" && !window.revu?.version) {
   const script = typeof document !== "undefined" ? document.currentScript : null;
-  window.revu = createRevu({ scriptUrl: script && script.src ? script.src : undefined });
+  const real = createRevu({ scriptUrl: script && script.src ? script.src : undefined });
+  window.revu = window.revu && Array.isArray(window.revu._q) ? adoptStub(window.revu, real) : real;
 }

@@ -182,7 +182,11 @@ def bundle_shim(out_dir: Path) -> list[Path]:
     run([ESBUILD, ROOT / "js_shim" / "core_host" / "worker.js", "--bundle", "--format=esm",
          f"--target={ESBUILD_TARGET}", "--sourcemap", "--log-level=warning", f"--outfile={worker}"],
         "esbuild bundle of the core's Worker")
-    return [out, out.with_name("revu.js.map"), worker, worker.with_name("revu-worker.js.map")]
+    # The copy-paste snippet (README), minified; the e2e tests run this very file.
+    snippet = out_dir / "snippet.min.js"
+    run([ESBUILD, ROOT / "js_shim" / "snippet.js", "--minify", f"--target={ESBUILD_TARGET}", "--log-level=warning",
+         f"--outfile={snippet}"], "esbuild minify of the snippet")
+    return [out, out.with_name("revu.js.map"), worker, worker.with_name("revu-worker.js.map"), snippet]
 
 
 def build_revu_wheel(version: str, out_dir: Path) -> Path:

@@ -39,11 +39,22 @@ def ingest(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def site():
+def gen_root(tmp_path_factory):
+    return tmp_path_factory.mktemp("gen")
+
+
+@pytest.fixture
+def gen_dir(gen_root):
+    """A folder served at /gen/ on the site's origin, for pages a test writes."""
+    return gen_root
+
+
+@pytest.fixture(scope="session")
+def site(gen_root):
     dist = ROOT / "dist"
     if not (dist / "revu.js").is_file():
         pytest.exit("dist/revu.js is missing: run ./dev build first", returncode=2)
-    server = StaticServer({"/": ROOT / "tests" / "e2e" / "pages", "/revu/": dist}).start()
+    server = StaticServer({"/": ROOT / "tests" / "e2e" / "pages", "/revu/": dist, "/gen/": gen_root}).start()
     yield server
     server.stop()
 
