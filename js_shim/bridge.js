@@ -1,22 +1,27 @@
-// The only file that touches the Pyodide API. Facts and commands cross as JSON
-// strings, so this can move into a Web Worker without changing its callers.
+// The only file that touches the Pyodide API (through core/load_core.js). Facts and
+// commands cross as JSON strings, so this can move into a Web Worker without changing
+// its callers.
+
+import { loadPythonCore } from "./core/load_core.js";
 
 /** @typedef {import("./types.js").Core} Core */
 
+/* global __REVU_MANIFEST__ */
 /**
- * Load the self-hosted Pyodide from `<assetsUrl>pyodide/` and the revu wheel
- * listed in its lock file; nothing is fetched from anywhere else.
+ * The build's asset manifest, inlined by esbuild (`--define:__REVU_MANIFEST__=...`,
+ * scripts/build_dist.py). Unbundled (tests), there is none and loadCore rejects.
+ * @type {import("./core/load_core.js").CoreManifest|null}
+ */
+const MANIFEST = typeof __REVU_MANIFEST__ !== "undefined" ? __REVU_MANIFEST__ : null;
+
+/**
+ * Load the self-hosted Pyodide and the revu core from the content-hashed assets under
+ * `assetsUrl`; nothing is fetched from anywhere else.
  * @param {string} assetsUrl  URL of the folder holding revu.js, ending in "/"
  * @returns {Promise<Core>}
  */
 export async function loadCore(assetsUrl) {
-  const indexURL = new URL("pyodide/", assetsUrl).href;
-  const { loadPyodide } = await import(new URL("pyodide.mjs", indexURL).href);
-  const pyodide = await loadPyodide({ indexURL, stdout: () => {}, stderr: () => {} });
-  const problems = [];
-  await pyodide.loadPackage("revu", { messageCallback: () => {}, errorCallback: (m) => problems.push(m) });
-  if (problems.length) throw new Error(`loading the revu wheel failed: ${problems.join("; ")}`);
-  const bridge = pyodide.pyimport("revu").Bridge();
+  const { bridge } = await loadPythonCore({ assetsUrl, manifest: MANIFEST });
   return {
     start: async (optionsJson) => bridge.start(optionsJson),
     handle: async (factsJson) => bridge.handle(factsJson),
