@@ -20,6 +20,7 @@ the way docs/serving.md asks a production server to:
 from __future__ import annotations
 
 import argparse
+import collections
 import email.utils
 import mimetypes
 import os
@@ -174,6 +175,8 @@ class StaticServer(ServerLifecycle):
         self._httpd: _HTTPServer | None = None
         self._thread: threading.Thread | None = None
         self._stopped = False
+        # (method, path, status, content coding) of the last requests, for tests.
+        self.requests: collections.deque[tuple[str, str, int, str | None]] = collections.deque(maxlen=1000)
 
     def start(self) -> "StaticServer":
         """Bind and serve in a daemon thread. Returns self."""
@@ -241,11 +244,17 @@ class _StaticHandler(BaseHTTPRequestHandler):
     timeout = 60
     server: _HTTPServer
 
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        coding = getattr(self, "_coding", None)
+        self.server.app.requests.append((self.command, self.path, int(code) if str(code).isdigit() else 0, coding))
+        super().log_request(code, size)
+
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (stdlib signature)
         if self.server.app.verbose:
             super().log_message(format, *args)
 
     def do_GET(self) -> None:
+        self._coding: str | None = None
         self._discard_body()
         url = urlsplit(self.path)
         try:
@@ -303,6 +312,7 @@ class _StaticHandler(BaseHTTPRequestHandler):
         available = {coding for coding, p in variants.items() if p.is_file()}
         coding = pick_encoding(self.headers.get("Accept-Encoding"), available)
         served = variants[coding] if coding else path
+        self._coding = coding
         try:
             handle = open(served, "rb")
         except OSError:

@@ -1,0 +1,116 @@
+"""Start-up as served: only the manifest's assets, compressed, cached for good, and
+every loading failure reported with the asset and the cause. (Timings are in
+bench/startup.py, not here.)"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from demo import static_server
+from demo.static_server import StaticServer
+
+from conftest import ROOT, page_url
+
+DIST = ROOT / "dist"
+PAGES = ROOT / "tests" / "e2e" / "pages"
+
+
+@pytest.fixture(scope="module")
+def manifest() -> dict:
+    return json.loads((DIST / "manifest.json").read_text())
+
+
+def _ready_state(page, timeout_ms=60_000) -> str:
+    page.wait_for_function("window.__readyState !== 'pending'", timeout=timeout_ms)
+    return page.evaluate("window.__readyState")
+
+
+def _served(server: StaticServer) -> list[tuple[str, str, int, str | None]]:
+    return [r for r in server.requests if r[1].startswith("/revu/")]
+
+
+def test_cold_load_fetches_only_the_manifest_assets_brotli_compressed(context, ingest, manifest):
+    with StaticServer({"/": PAGES, "/revu/": DIST}) as site:
+        page = context.new_page()
+        responses = []
+        page.on("response", lambda r: responses.append(r) if "/revu/" in r.url else None)
+        page.goto(page_url(site, ingest))
+        assert _ready_state(page) == "ready"
+        served = _served(site)
+    wanted = {"/revu/revu.js"} | {f"/revu/{a['path']}" for a in manifest["assets"].values()}
+    assert {path for _m, path, _s, _c in served} == wanted
+    assert len(served) == len(wanted)  # each once: no lock file, no wheel, no retries
+    assert all(status == 200 and coding == "br" for _m, _p, status, coding in served), served
+    by_path = {r.url.split(site.url, 1)[1]: r for r in responses}
+    for key, asset in manifest["assets"].items():
+        headers = by_path[f"/revu/{asset['path']}"].headers
+        assert headers["cache-control"] == "public, max-age=31536000, immutable", key
+        assert headers["content-encoding"] == "br", key
+        assert headers["vary"] == "Accept-Encoding", key
+    assert by_path[f"/revu/{manifest['assets']['wasm']['path']}"].headers["content-type"] == "application/wasm"
+    assert by_path["/revu/revu.js"].headers["cache-control"] == "no-cache"
+
+
+def test_warm_load_takes_every_hashed_asset_from_the_http_cache(context, ingest):
+    with StaticServer({"/": PAGES, "/revu/": DIST}) as site:
+        page = context.new_page()
+        page.goto(page_url(site, ingest))
+        assert _ready_state(page) == "ready"
+        site.requests.clear()
+        page.goto(page_url(site, ingest, again=1))
+        assert _ready_state(page) == "ready"
+        served = _served(site)
+    # revu.js is revalidated (304, no body); nothing under assets/ reaches the server.
+    assert served == [("GET", "/revu/revu.js", 304, "br")]
+
+
+def _dist_copy(tmp_path: Path, drop: str | None = None) -> Path:
+    """dist/ as symlinks (cheap), without `drop` and its compressed copies."""
+    out = tmp_path / "dist"
+    for src in DIST.rglob("*"):
+        if src.is_dir():
+            continue
+        rel = src.relative_to(DIST).as_posix()
+        if drop and rel in (drop, f"{drop}.br", f"{drop}.gz"):
+            continue
+        target = out / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.symlink(src, target)
+    return out
+
+
+def _failure(context, ingest, dist: Path) -> tuple[str, list[dict]]:
+    with StaticServer({"/": PAGES, "/revu/": dist}) as site:
+        page = context.new_page()
+        page.goto(page_url(site, ingest))
+        state = _ready_state(page, timeout_ms=90_000)
+        errors = page.evaluate("window.__errors")
+        # Capture still works without the core.
+        assert page.evaluate("typeof revu.record('after_failure', {})") == "string"
+        return state, errors
+
+
+def test_missing_asset_rejects_ready_naming_it(context, ingest, manifest, tmp_path):
+    stdlib = manifest["assets"]["stdlib"]["path"]
+    state, errors = _failure(context, ingest, _dist_copy(tmp_path, drop=stdlib))
+    assert state.startswith("failed: CoreLoadError: revu: ")
+    assert f"{stdlib} (stdlib) answered HTTP 404" in state
+    assert any(e["code"] == "core_unavailable" and stdlib in e["message"] for e in errors), errors
+
+
+def test_wasm_served_with_the_wrong_type_is_reported(context, ingest, monkeypatch):
+    monkeypatch.setitem(static_server.MIME_TYPES, ".wasm", "application/octet-stream")
+    state, errors = _failure(context, ingest, DIST)
+    assert "(wasm) is served as \"application/octet-stream\"; WebAssembly needs Content-Type: application/wasm" in state
+    assert any(e["code"] == "core_unavailable" for e in errors)
+
+
+def test_module_served_as_html_is_reported(context, ingest, monkeypatch, manifest):
+    monkeypatch.setitem(static_server.MIME_TYPES, ".mjs", "text/html; charset=utf-8")
+    state, _errors = _failure(context, ingest, DIST)
+    assert "module scripts need text/javascript" in state
+    assert ("(loader)" in state) or ("(asm)" in state)
