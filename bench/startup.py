@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -141,6 +142,7 @@ def measure(browser, dist: Path, runs: int) -> dict:
         # When each step of js_shim/core/load_core.js finished, ms after the script tag (medians).
         "cold_marks": {k: round(statistics.median(r["marks"].get(k, 0) for r in cold)) for k in cold[0]["marks"]},
         "warm_marks": {k: round(statistics.median(r["marks"].get(k, 0) for r in warm)) for k in warm[0]["marks"]},
+        "load_average": os.getloadavg()[0],
     }
 
 
@@ -177,7 +179,8 @@ def main() -> None:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         try:
             for label, dist in targets:
-                manifest = json.loads((dist / "manifest.json").read_text())
+                manifest_path = dist / "manifest.json"  # absent in builds before content hashing
+                manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {"assets": {}}
                 result = measure(browser, dist, args.runs)
                 result["label"] = label
                 result["snapshot"] = "snapshot" in manifest["assets"]
@@ -190,7 +193,8 @@ def main() -> None:
             print(json.dumps(r))
         return
     print(f"revu start-up in headless Chromium, localhost, medians of {args.runs} loads "
-          "(script tag -> revu.ready; bytes on the wire for dist/, brotli)")
+          "(script tag -> revu.ready; bytes on the wire for dist/, brotli); "
+          f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs (timings scale with it)")
     print(f"{'variant':<14}{'snapshot':>9}{'cold ms':>9}{'warm ms':>9}{'cold bytes':>12}{'warm bytes':>11}"
           f"{'longest task cold/warm ms':>27}")
     for r in results:

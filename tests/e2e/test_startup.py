@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -25,8 +26,15 @@ def manifest() -> dict:
 
 
 def _ready_state(page, timeout_ms=60_000) -> str:
-    page.wait_for_function("window.__readyState !== 'pending'", timeout=timeout_ms)
-    return page.evaluate("window.__readyState")
+    # Polled with evaluate (CDP, outside the page's CSP): wait_for_function evaluates its
+    # predicate with eval(), which the strict-CSP pages refuse.
+    deadline = time.monotonic() + timeout_ms / 1000
+    while time.monotonic() < deadline:
+        state = page.evaluate("window.__readyState")
+        if state != "pending" and state is not None:
+            return state
+        time.sleep(0.05)
+    raise AssertionError(f"revu.ready neither resolved nor rejected in {timeout_ms} ms")
 
 
 def _served(server: StaticServer) -> list[tuple[str, str, int, str | None]]:
@@ -114,3 +122,44 @@ def test_module_served_as_html_is_reported(context, ingest, monkeypatch, manifes
     state, _errors = _failure(context, ingest, DIST)
     assert "module scripts need text/javascript" in state
     assert ("(loader)" in state) or ("(asm)" in state)
+
+
+def test_runs_under_the_documented_strict_csp(context, ingest):
+    # docs/serving.md "Content Security Policy", same-origin dist/: nothing more is needed.
+    csp = ("default-src 'none'; script-src 'self' 'wasm-unsafe-eval'; "
+           f"connect-src 'self' {ingest.url}; worker-src 'self' blob:")
+    with StaticServer({"/": PAGES, "/revu/": DIST}, headers={"Content-Security-Policy": csp}) as site:
+        page = context.new_page()
+        page.goto(f"{site.url}/csp.html?ingest={ingest.url}")
+        assert _ready_state(page) == "ready", page.evaluate("window.__errors")
+        event_id = page.evaluate("window.__id")
+        state = ingest.wait_until(lambda s: s["unique"] >= 1, timeout_s=30)
+        assert [e["event_id"] for e in state["events"]] == [event_id]
+        assert page.evaluate("window.__violations") == []
+        assert page.evaluate("window.__errors") == []
+
+
+def test_strict_csp_without_wasm_unsafe_eval_is_reported(context, ingest):
+    csp = f"default-src 'none'; script-src 'self'; connect-src 'self' {ingest.url}"
+    with StaticServer({"/": PAGES, "/revu/": DIST}, headers={"Content-Security-Policy": csp}) as site:
+        page = context.new_page()
+        page.goto(f"{site.url}/csp.html?ingest={ingest.url}")
+        state = _ready_state(page)
+        assert state.startswith("failed: CoreLoadError: revu: ") and "(wasm) failed to compile" in state, state
+        assert any("wasm-eval" in v or "script-src" in v for v in page.evaluate("window.__violations"))
+
+
+def test_dist_on_another_origin_with_cors_and_the_documented_csp(context, ingest, tmp_path):
+    with StaticServer({"/revu/": DIST}, host="localhost") as cdn:  # localhost vs 127.0.0.1: another origin
+        html = (PAGES / "csp.html").read_text().replace('src="/revu/revu.js"', f'src="{cdn.url}/revu/revu.js"')
+        (tmp_path / "csp.html").write_text(html)
+        for name in ("csp_watch.js", "csp.js"):
+            (tmp_path / name).write_text((PAGES / name).read_text())
+        csp = (f"default-src 'none'; script-src 'self' {cdn.url} 'wasm-unsafe-eval'; "
+               f"connect-src {cdn.url} {ingest.url}; worker-src 'self' {cdn.url} blob:")
+        with StaticServer({"/": tmp_path}, headers={"Content-Security-Policy": csp}) as site:
+            page = context.new_page()
+            page.goto(f"{site.url}/csp.html?ingest={ingest.url}")
+            assert _ready_state(page) == "ready", page.evaluate("window.__errors")
+            assert page.evaluate("window.__violations") == []
+        assert {p for _m, p, _s, _c in cdn.requests if "/assets/" in p}, "assets came from the dist origin"
