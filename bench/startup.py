@@ -70,6 +70,40 @@ PAGE = """<!doctype html>
 """
 
 
+# --worker: the same loader started in a dedicated module Worker (as the core's Worker
+# will), unbundled, with the manifest fetched from dist/manifest.json (one extra small
+# request). Script tag -> ready becomes `new Worker` -> the Worker's "ready" message.
+WORKER_PAGE = """<!doctype html>
+<html><head><meta charset="utf-8"><title>revu start-up bench (Worker)</title></head><body>
+<script>
+  window.__longest = 0;
+  try {
+    new PerformanceObserver((list) => {
+      for (const e of list.getEntries()) window.__longest = Math.max(window.__longest, e.duration);
+    }).observe({ type: "longtask", buffered: true });
+  } catch (e) {}
+  window.__t0 = performance.now();
+  const worker = new Worker("/worker.mjs", { type: "module" });
+  worker.onmessage = (e) => {
+    if (e.data.error) window.__failed = e.data.error;
+    else window.__readyMs = performance.now() - window.__t0;
+  };
+</script>
+</body></html>
+"""
+
+WORKER = """import { loadPythonCore } from "/js_shim/core/load_core.js";
+try {
+  const manifest = await (await fetch("/revu/manifest.json")).json();
+  const { bridge } = await loadPythonCore({ assetsUrl: new URL("/revu/", location.href).href, manifest });
+  bridge.start(JSON.stringify({ apiKey: "bench" }));
+  postMessage({ ok: true });
+} catch (e) {
+  postMessage({ error: String(e) });
+}
+"""
+
+
 def load_once(context, url: str, timeout_ms: int = 60_000, dwell_ms: int = 50) -> dict:
     page = context.new_page()
     cdp = context.new_cdp_session(page)
@@ -89,6 +123,7 @@ def load_once(context, url: str, timeout_ms: int = 60_000, dwell_ms: int = 50) -
         .filter((m) => m.name.startsWith("revu:core:"))
         .map((m) => [m.name.slice(10), m.startTime - window.__t0]))""")
     longest = page.evaluate("window.__longest")
+    # Worker requests are not in the page's CDP session: the worker mode counts the page's only.
     dist_bytes = sum(n for rid, n in received.items() if "/revu/" in urls.get(rid, ""))
     requests = sorted(urls[rid].rsplit("/", 1)[-1] for rid in received if "/revu/" in urls.get(rid, ""))
     page.close()
@@ -96,11 +131,12 @@ def load_once(context, url: str, timeout_ms: int = 60_000, dwell_ms: int = 50) -
             "marks": marks}
 
 
-def measure(browser, dist: Path, runs: int) -> dict:
+def measure(browser, dist: Path, runs: int, worker: bool = False) -> dict:
     with tempfile.TemporaryDirectory(prefix="revu-bench-") as tmp:
-        (Path(tmp) / "index.html").write_text(PAGE)
+        (Path(tmp) / "index.html").write_text(WORKER_PAGE if worker else PAGE)
+        (Path(tmp) / "worker.mjs").write_text(WORKER)
         ingest = IngestServer().start()
-        site = StaticServer({"/": tmp, "/revu/": dist}).start()
+        site = StaticServer({"/": tmp, "/revu/": dist, "/js_shim/": ROOT / "js_shim"}).start()
         try:
             url = f"{site.url}/index.html?ingest={ingest.url}"
             cold = []
@@ -163,6 +199,9 @@ def main() -> None:
     ap.add_argument("--variants", action="store_true", help="build and compare with and without the memory snapshot")
     ap.add_argument("--runs", type=int, default=5, help="cold loads and warm loads per folder (default 5)")
     ap.add_argument("--json", action="store_true", help="print one JSON line per folder")
+    ap.add_argument("--worker", action="store_true",
+                    help="start the core with js_shim/core/load_core.js in a module Worker instead of revu.js "
+                         "(bytes are then not counted: the page's CDP session does not see the Worker's requests)")
     args = ap.parse_args()
     if args.variants:
         targets = build_variants()
@@ -181,8 +220,8 @@ def main() -> None:
             for label, dist in targets:
                 manifest_path = dist / "manifest.json"  # absent in builds before content hashing
                 manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {"assets": {}}
-                result = measure(browser, dist, args.runs)
-                result["label"] = label
+                result = measure(browser, dist, args.runs, worker=args.worker)
+                result["label"] = label + (" (worker)" if args.worker else "")
                 result["snapshot"] = "snapshot" in manifest["assets"]
                 results.append(result)
         finally:

@@ -152,6 +152,10 @@ export async function loadPythonCore({
       );
     } catch (err) {
       if (err instanceof CoreLoadError) throw err;
+      if (snapshotP && /snapshot/i.test(String(err && err.message))) {
+        // Pyodide's own check: another Pyodide build, or not a snapshot at all.
+        throw new CoreLoadError("snapshot", `revu: ${url("snapshot")} (snapshot) was refused by Pyodide: ${describe(err)}`, err);
+      }
       const exit = err && typeof err.status === "number" ? ` (exit status ${err.status})` : "";
       const detail = stderr.length ? `: ${stderr.join(" | ")}` : `: ${describe(err)}`;
       throw new CoreLoadError("python", `revu: the Python runtime failed to start${exit}${detail}`, err);

@@ -163,3 +163,44 @@ def test_dist_on_another_origin_with_cors_and_the_documented_csp(context, ingest
             assert _ready_state(page) == "ready", page.evaluate("window.__errors")
             assert page.evaluate("window.__violations") == []
         assert {p for _m, p, _s, _c in cdn.requests if "/assets/" in p}, "assets came from the dist origin"
+
+
+WORKER_PAGE = """<!doctype html><meta charset="utf-8"><title>load_core in a Worker</title>
+<script>
+  window.__longest = 0;
+  new PerformanceObserver((list) => {
+    for (const e of list.getEntries()) window.__longest = Math.max(window.__longest, e.duration);
+  }).observe({ type: "longtask", buffered: true });
+  const worker = new Worker("/worker.mjs", { type: "module" });
+  worker.onmessage = (e) => { window.__result = e.data; };
+  worker.onerror = (e) => { window.__result = { error: "worker error: " + e.message }; };
+</script>
+"""
+
+WORKER = """import { loadPythonCore } from "/js_shim/core/load_core.js";
+try {
+  const manifest = await (await fetch("/revu/manifest.json")).json();
+  const { bridge } = await loadPythonCore({ assetsUrl: new URL("/revu/", location.href).href, manifest });
+  const started = JSON.parse(bridge.start(JSON.stringify({ apiKey: "k" })));
+  const commands = JSON.parse(bridge.handle(JSON.stringify([{ type: "restored", now_ms: 1 }])));
+  postMessage({ ok: started.ok, commands: commands.map((c) => c.type) });
+} catch (e) {
+  postMessage({ error: String(e) });
+}
+"""
+
+
+def test_load_core_runs_in_a_module_worker_without_blocking_the_page(context, tmp_path):
+    # The loader as the core's Worker will use it (no DOM in load_core.js): unbundled,
+    # the manifest fetched from dist/manifest.json.
+    (tmp_path / "worker.html").write_text(WORKER_PAGE)
+    (tmp_path / "worker.mjs").write_text(WORKER)
+    with StaticServer({"/": tmp_path, "/js_shim/": ROOT / "js_shim", "/revu/": DIST}) as site:
+        page = context.new_page()
+        page.goto(f"{site.url}/worker.html")
+        page.wait_for_function("window.__result !== undefined", timeout=90_000)
+        result = page.evaluate("window.__result")
+        assert result.get("ok") is True, result
+        assert "publish_rules" in result["commands"] and "report_status" in result["commands"], result
+        # Pyodide started in the Worker: the page's main thread had no long task from it.
+        assert page.evaluate("window.__longest") < 250

@@ -27,6 +27,7 @@ export async function loadPyodide(cfg) {
     throw Object.assign(new Error("Program terminated with exit(1)"), { name: "ExitStatus", status: 1 });
   }
   if (cfg.__fake === "hang") return new Promise(() => {});
+  if (cfg.__fake === "bad-build") throw new Error("Snapshot build id mismatch: expected 1, got 2");
   const stdlib = await cfg.stdLibURL;
   const snapshot = cfg._loadSnapshot ? await cfg._loadSnapshot : undefined;
   const module = await cfg.createPyodideModule({});
@@ -165,6 +166,13 @@ test("a stale snapshot (made with another stdlib zip) is refused", async () => {
   const junk = fakeFetch({ [snap.path]: { type: "application/octet-stream", body: new Uint8Array(300) } });
   await rejects(loadPythonCore({ assetsUrl: base, manifest: manifest({ snapshot: snap }), fetchImpl: junk.impl }),
     "snapshot", /is not a revu memory snapshot/);
+});
+
+test("a snapshot from another Pyodide build is reported as the snapshot's fault", async () => {
+  const snap = { path: "assets/revu_core.0000000000000005.snapshot" };
+  const { impl } = fakeFetch({ [snap.path]: { type: "application/octet-stream", body: snapshotBytes(STDLIB_SHA) } });
+  await rejects(loadPythonCore({ assetsUrl: base, manifest: manifest({ snapshot: snap }), fetchImpl: impl, pyodideOptions: { __fake: "bad-build" } }),
+    "snapshot", /\(snapshot\) was refused by Pyodide: Snapshot build id mismatch/);
 });
 
 test("an HTTP error names the asset, its URL and the status; the other downloads are aborted", async () => {
