@@ -13,7 +13,8 @@ Per load it records the time from just before the ``<script src=".../revu.js">``
 ``revu.ready`` resolving (``performance.now()`` in the page), the longest main-thread
 task (Long Tasks API), and the bytes received for dist/ as Chromium counts them on the
 wire (CDP ``encodedDataLength``: compressed bodies plus headers; 0 for what the HTTP
-cache serves). It prints medians.
+cache serves). It prints medians. Loads of several folders are interleaved, so that the
+load of a shared machine weighs on each alike; the load average is printed with them.
 
     .venv/bin/python bench/startup.py                      # dist/
     .venv/bin/python bench/startup.py --variants           # builds and compares: no snapshot,
@@ -27,6 +28,7 @@ platform's floor"): cold <= 1.0 s, warm <= 0.6 s, cold transfer <= 4 MB, warm 0 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -131,37 +133,7 @@ def load_once(context, url: str, timeout_ms: int = 60_000, dwell_ms: int = 50) -
             "marks": marks}
 
 
-def measure(browser, dist: Path, runs: int, worker: bool = False) -> dict:
-    with tempfile.TemporaryDirectory(prefix="revu-bench-") as tmp:
-        (Path(tmp) / "index.html").write_text(WORKER_PAGE if worker else PAGE)
-        (Path(tmp) / "worker.mjs").write_text(WORKER)
-        ingest = IngestServer().start()
-        site = StaticServer({"/": tmp, "/revu/": dist, "/js_shim/": ROOT / "js_shim"}).start()
-        try:
-            url = f"{site.url}/index.html?ingest={ingest.url}"
-            cold = []
-            for _ in range(runs):
-                context = browser.new_context()
-                try:
-                    cold.append(load_once(context, url))
-                finally:
-                    context.close()
-            warm = []
-            context = browser.new_context()
-            try:
-                # A returning visitor's earlier visits: they fill the HTTP cache and, as the
-                # pages stay open a few seconds, let Chromium store the compiled wasm and the
-                # V8 code cache of the JavaScript modules (written after tier-up, and for
-                # scripts only once they were seen twice).
-                for _ in range(2):
-                    load_once(context, url, dwell_ms=WARMUP_DWELL_MS)
-                for _ in range(runs):
-                    warm.append(load_once(context, url))
-            finally:
-                context.close()
-        finally:
-            site.stop()
-            ingest.stop()
+def summarize(dist: Path, runs: int, cold: list[dict], warm: list[dict]) -> dict:
     med = lambda rows, key: statistics.median(r[key] for r in rows)  # noqa: E731
     return {
         "dist": str(dist),
@@ -180,6 +152,49 @@ def measure(browser, dist: Path, runs: int, worker: bool = False) -> dict:
         "warm_marks": {k: round(statistics.median(r["marks"].get(k, 0) for r in warm)) for k in warm[0]["marks"]},
         "load_average": os.getloadavg()[0],
     }
+
+
+def measure_all(browser, dists: list[Path], runs: int, worker: bool = False) -> list[dict]:
+    """Loads of the folders are interleaved (A B A B ...), so that the load of a shared
+    machine weighs on every folder alike."""
+    with contextlib.ExitStack() as stack:
+        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="revu-bench-")))
+        (tmp / "index.html").write_text(WORKER_PAGE if worker else PAGE)
+        (tmp / "worker.mjs").write_text(WORKER)
+        ingest = stack.enter_context(IngestServer())
+        urls = []
+        for dist in dists:
+            site = stack.enter_context(StaticServer({"/": tmp, "/revu/": dist, "/js_shim/": ROOT / "js_shim"}))
+            urls.append(f"{site.url}/index.html?ingest={ingest.url}")
+        cold: list[list[dict]] = [[] for _ in dists]
+        for _ in range(runs):
+            for i, url in enumerate(urls):
+                context = browser.new_context()
+                try:
+                    cold[i].append(load_once(context, url))
+                finally:
+                    context.close()
+        # A returning visitor's earlier visits: they fill the HTTP cache and, as the pages
+        # stay open a few seconds, let Chromium store the compiled wasm and the V8 code
+        # cache of the JavaScript modules (written after tier-up, and for scripts only once
+        # they were seen twice).
+        contexts = [stack.enter_context(_closing(browser.new_context())) for _ in dists]
+        for context, url in zip(contexts, urls):
+            for _ in range(2):
+                load_once(context, url, dwell_ms=WARMUP_DWELL_MS)
+        warm: list[list[dict]] = [[] for _ in dists]
+        for _ in range(runs):
+            for i, (context, url) in enumerate(zip(contexts, urls)):
+                warm[i].append(load_once(context, url))
+    return [summarize(dist, runs, c, w) for dist, c, w in zip(dists, cold, warm)]
+
+
+@contextlib.contextmanager
+def _closing(context):
+    try:
+        yield context
+    finally:
+        context.close()
 
 
 def build_variants() -> list[tuple[str, Path]]:
@@ -213,19 +228,17 @@ def main() -> None:
 
     from playwright.sync_api import sync_playwright
 
-    results = []
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         try:
-            for label, dist in targets:
-                manifest_path = dist / "manifest.json"  # absent in builds before content hashing
-                manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {"assets": {}}
-                result = measure(browser, dist, args.runs, worker=args.worker)
-                result["label"] = label + (" (worker)" if args.worker else "")
-                result["snapshot"] = "snapshot" in manifest["assets"]
-                results.append(result)
+            results = measure_all(browser, [dist for _label, dist in targets], args.runs, worker=args.worker)
         finally:
             browser.close()
+    for result, (label, dist) in zip(results, targets):
+        manifest_path = dist / "manifest.json"  # absent in builds before content hashing
+        manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {"assets": {}}
+        result["label"] = label + (" (worker)" if args.worker else "")
+        result["snapshot"] = "snapshot" in manifest["assets"]
 
     if args.json:
         for r in results:
