@@ -97,16 +97,22 @@ async function trace(args) {
   revu.destroy();
 
   const scope = py.toPy({});
+  const helpers = py.toPy({});
+  const moduleNames = () => py.runPython("import sys; sorted(sys.modules)").toJs();
+  const before = moduleNames();
+  py.runPython(fs.readFileSync(path.join(HERE, "core_zip.py"), "utf8"), { globals: helpers });
+  const extra = moduleNames().filter((m) => !before.includes(m));
+  if (extra.length) throw new Error(`scripts/core_zip.py imported ${extra.join(", ")}, which would pollute the trace`);
+  const named = JSON.parse(helpers.get("import_static_imports")(`${site}/revu`));
   py.runPython("import sys\nnames = sorted(sys.modules)", { globals: scope });
   const names = JSON.stringify(scope.get("names").toJs());
-  py.runPython(fs.readFileSync(path.join(HERE, "core_zip.py"), "utf8"), { globals: scope });
-  const modules = JSON.parse(scope.get("imported_modules")(names));
-  const sizes = JSON.parse(scope.get("write_zip")(JSON.stringify(modules), "/tmp/revu_core.zip", optimize));
+  const modules = JSON.parse(helpers.get("imported_modules")(names));
+  const sizes = JSON.parse(helpers.get("write_zip")(JSON.stringify(modules), "/tmp/revu_core.zip", optimize));
   fs.writeFileSync(args.zip, py.FS.readFile("/tmp/revu_core.zip"));
   if (blocked.length) throw new Error(`the trace tried the network: ${blocked.join(", ")}`);
   const revuModules = modules.filter(([name]) => name === "revu" || name.startsWith("revu."));
   if (!revuModules.length) throw new Error("the trace did not import revu from site-packages");
-  const report = { optimize, factTypes, modules, sizes, transcript, stderr };
+  const report = { optimize, factTypes, named, modules, sizes, transcript, stderr };
   fs.writeFileSync(args.report, JSON.stringify(report, null, 1) + "\n");
   const total = sizes.reduce((n, [, b]) => n + b, 0);
   console.log(`trace ok: ${modules.length} modules (${revuModules.length} of revu), ` +

@@ -25,6 +25,44 @@ STDLIB_ZIP = "/lib/python%d%d.zip" % sys.version_info[:2]
 SITE_PACKAGES = "/lib/python%d.%d/site-packages" % sys.version_info[:2]
 
 
+def import_static_imports(package_dir: str) -> str:
+    """Import every absolute module an import statement of the package names, at any
+    depth (a function-level import on a path the workout does not take would otherwise
+    be missing from the trimmed zip). Uses only modules Pyodide has already imported
+    (ast, os), so it adds nothing to the trace but what the core's code names.
+    Returns JSON: the names imported."""
+    import ast
+    import importlib
+    import os
+
+    names = set()
+    for root, _dirs, files in os.walk(package_dir):
+        for file in files:
+            if not file.endswith(".py"):
+                continue
+            with open(os.path.join(root, file), "rb") as f:
+                tree = ast.parse(f.read(), file)
+            for node in ast.walk(tree):
+                if isinstance(node, ast.Import):
+                    names.update(alias.name for alias in node.names)
+                elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                    names.add(node.module)
+                    # `from pkg import sub` may name a submodule.
+                    names.update(f"{node.module}.{alias.name}" for alias in node.names if alias.name != "*")
+    imported = []
+    for name in sorted(names):
+        if name == "__future__" or name.startswith("__future__."):
+            continue
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            if name.rpartition(".")[0] in names:
+                continue  # `from pkg import attr`: an attribute, not a module
+            raise
+        imported.append(name)
+    return json.dumps(imported)
+
+
 def imported_modules(names_json: str) -> str:
     """JSON list of [module name, source file, member path in the new zip] for the
     given module names (``sorted(sys.modules)`` taken before this file was run, so
