@@ -4,7 +4,8 @@
 //   node scripts/compress_assets.mjs [--cache DIR] FILE...
 //
 // Brotli at quality 11 takes about 40 s for pyodide.asm.wasm on this machine, so results
-// are cached in DIR by the sha256 of the input (the wasm only changes with Pyodide).
+// are cached in DIR by the sha256 of the input (the wasm only changes with Pyodide);
+// entries no build has used for 14 days are deleted.
 // Node's zlib is the reference brotli and zlib libraries: no extra package is needed.
 // Files are compressed in parallel (libuv thread pool). Prints one JSON line per file:
 // {"file", "bytes", "br", "gz"} (null when that copy was not kept).
@@ -18,9 +19,15 @@ const brotli = promisify(zlib.brotliCompress);
 const gzip = promisify(zlib.gzip);
 const VERSION = "br11w24-gz9"; // part of the cache key: change it when the settings change
 
+const CACHE_DAYS = 14; // entries no build used for this long are deleted
+
 async function cached(cacheDir, key, make) {
   const file = cacheDir ? path.join(cacheDir, key) : null;
-  if (file && fs.existsSync(file)) return fs.readFileSync(file);
+  if (file && fs.existsSync(file)) {
+    const now = new Date();
+    fs.utimesSync(file, now, now); // used: keep it
+    return fs.readFileSync(file);
+  }
   const data = await make();
   if (file) {
     fs.writeFileSync(`${file}.tmp`, data);
@@ -65,6 +72,13 @@ async function main() {
   if (!args.length) throw new Error("usage: compress_assets.mjs [--cache DIR] FILE...");
   const results = await Promise.all(args.map((f) => compressOne(f, cacheDir)));
   for (const r of results) console.log(JSON.stringify(r));
+  if (cacheDir) {
+    const cutoff = Date.now() - CACHE_DAYS * 24 * 3600 * 1000;
+    for (const name of fs.readdirSync(cacheDir)) {
+      const file = path.join(cacheDir, name);
+      if (fs.statSync(file).mtimeMs < cutoff) fs.rmSync(file, { force: true });
+    }
+  }
 }
 
 main().catch((e) => {
