@@ -2,16 +2,24 @@
 // (core_host/worker.js), so Pyodide never starts on the page's main thread.
 // Facts and commands cross as JSON strings in messages.
 //
-// The Worker is created from `<assetsUrl>revu-worker.js`: directly when that
-// URL is same-origin with the page, else through a `blob:` module that
-// imports it (a Worker script must be same-origin; the import may be
-// cross-origin with CORS). Every way this can fail (the Worker refused by CSP
-// `worker-src`, its script missing or served with the wrong MIME type, Pyodide
-// or the core failing to load, a hang) rejects within `timeoutMs`.
+// The Worker's script is a content-hashed asset the build lists in its
+// manifest (inlined into revu.js as __REVU_MANIFEST__). It is created
+// directly when that URL is same-origin with the page, else through a
+// `blob:` module that imports it (a Worker script must be same-origin; the
+// import may be cross-origin with CORS). Inside, core/load_core.js loads
+// Pyodide and the core from the manifest's assets. Every way this can fail
+// (the Worker refused by CSP `worker-src`, its script missing or served with
+// the wrong MIME type, an asset failing, a hang) rejects within `timeoutMs`.
 
 /** @typedef {import("./types.js").Core} Core */
 
-export const WORKER_FILE = "revu-worker.js";
+/* global __REVU_MANIFEST__ */
+/**
+ * The build's asset manifest, inlined by esbuild (`--define:__REVU_MANIFEST__=...`,
+ * scripts/build_dist.py). Unbundled (tests), there is none and loadCore rejects.
+ * @type {(import("./core/load_core.js").CoreManifest & {worker?: {path: string}})|null}
+ */
+const MANIFEST = typeof __REVU_MANIFEST__ !== "undefined" ? __REVU_MANIFEST__ : null;
 
 /**
  * @param {string} url
@@ -37,8 +45,11 @@ function createWorker(url) {
  * @returns {Promise<Core & {terminate: () => void}>}
  * @throws {Error} with a message naming what failed
  */
-export async function loadCore(assetsUrl, { timeoutMs = 60000 } = {}) {
-  const workerUrl = new URL(WORKER_FILE, assetsUrl).href;
+export async function loadCore(assetsUrl, { timeoutMs = 60000, manifest = MANIFEST } = {}) {
+  if (!manifest || !manifest.worker || typeof manifest.worker.path !== "string") {
+    throw new Error("revu.js was built without an asset manifest (run the build: scripts/build_dist.py)");
+  }
+  const workerUrl = new URL(manifest.worker.path, assetsUrl).href;
   let worker;
   try {
     worker = createWorker(workerUrl);
@@ -90,7 +101,7 @@ export async function loadCore(assetsUrl, { timeoutMs = 60000 } = {}) {
   };
 
   try {
-    await call("load", { assetsUrl }, timeoutMs);
+    await call("load", { assetsUrl, manifest, timeoutMs }, timeoutMs + 1000);
   } catch (err) {
     worker.terminate();
     throw err;

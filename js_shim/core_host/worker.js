@@ -3,7 +3,7 @@
 // `{id, op, payload}` and are answered `{id, ok, result | error}`; facts and
 // commands stay JSON strings, exactly as on the main thread before.
 //
-//   op "load"   {assetsUrl}  load Pyodide + revu          -> true
+//   op "load"   {assetsUrl, manifest, timeoutMs}  load Pyodide + revu -> true
 //   op "start"  optionsJson  Bridge.start                 -> JSON string
 //   op "handle" factsJson    Bridge.handle                -> JSON string, or the
 //                            parsed commands when a `send` asked for gzip: its
@@ -11,7 +11,7 @@
 //                            the page's main thread) and travels as
 //                            `body_bytes` (an ArrayBuffer, transferred).
 
-import { loadRevuCore } from "./load_pyodide.js";
+import { loadPythonCore } from "../core/load_core.js";
 
 /**
  * Compress the bodies of the sends that ask for it.
@@ -45,10 +45,11 @@ let loading = null;
 async function run(op, payload) {
   switch (op) {
     case "load":
-      loading = loading ?? loadRevuCore(payload.assetsUrl).then((b) => {
-        bridge = b;
-        return true;
-      });
+      loading = loading ?? loadPythonCore({ assetsUrl: payload.assetsUrl, manifest: payload.manifest, timeoutMs: payload.timeoutMs })
+        .then((loaded) => {
+          bridge = loaded.bridge;
+          return true;
+        });
       try {
         return await loading;
       } catch (err) {
@@ -57,10 +58,10 @@ async function run(op, payload) {
       }
     case "start":
       if (!bridge) throw new Error("the core is not loaded");
-      return bridge.start(payload);
+      return String(bridge.start(payload));
     case "handle":
       if (!bridge) throw new Error("the core is not loaded");
-      return encodeBodies(bridge.handle(payload));
+      return encodeBodies(String(bridge.handle(payload)));
     default:
       throw new Error(`unknown request ${JSON.stringify(op)}`);
   }
