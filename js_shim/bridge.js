@@ -47,7 +47,7 @@ function createWorker(url) {
  */
 export async function loadCore(assetsUrl, { timeoutMs = 60000, manifest = MANIFEST } = {}) {
   if (!manifest || !manifest.worker || typeof manifest.worker.path !== "string") {
-    throw new Error("revu.js was built without an asset manifest (run the build: scripts/build_dist.py)");
+    throw new Error("no asset manifest (revu.js was built without one: run the build, scripts/build_dist.py)");
   }
   const workerUrl = new URL(manifest.worker.path, assetsUrl).href;
   let worker;
@@ -66,12 +66,16 @@ export async function loadCore(assetsUrl, { timeoutMs = 60000, manifest = MANIFE
     calls.clear();
   };
   worker.addEventListener("message", (event) => {
-    const { id, ok, result, error } = event.data || {};
+    const { id, ok, result, error, name } = event.data || {};
     const call = calls.get(id);
     if (!call) return;
     calls.delete(id);
     if (ok) call.resolve(result);
-    else call.reject(new Error(error));
+    else {
+      const err = new Error(error);
+      if (typeof name === "string") err.name = name; // e.g. CoreLoadError, from core/load_core.js
+      call.reject(err);
+    }
   });
   worker.addEventListener("error", (event) => {
     event.preventDefault();

@@ -220,7 +220,7 @@ def bundle_shim(out_dir: Path, manifest: dict) -> list[Path]:
             f"shim entry {entry} does not exist. dist/revu.js is bundled from js_shim/index.js "
             "(set REVU_SHIM_ENTRY=<file> to bundle another entry, or REVU_SKIP_SHIM=1 to build the rest)")
     out = out_dir / "revu.js"
-    run([ESBUILD, entry, "--bundle", "--format=iife", f"--target={ESBUILD_TARGET}",
+    run([ESBUILD, entry, "--bundle", "--format=iife", "--minify", f"--target={ESBUILD_TARGET}",
          "--sourcemap", "--log-level=warning", *manifest_define(manifest), f"--outfile={out}"],
         "esbuild bundle of the JS shim")
     # The copy-paste snippet (README), minified; the e2e tests run this very file.
@@ -505,7 +505,7 @@ def summary(paths: list[Path]) -> None:
 
 def dist_summary(compressed: dict[str, dict], manifest: dict) -> None:
     """What a browser transfers: every file revu.js loads, raw / gzip / brotli."""
-    loaded = ["revu.js"] + [a["path"] for a in manifest["assets"].values()]
+    loaded = ["revu.js", manifest["worker"]["path"]] + [a["path"] for a in manifest["assets"].values()]
     print("what a cold start transfers (bytes: raw, gzip, brotli):")
     totals = [0, 0, 0]
     for rel in loaded:

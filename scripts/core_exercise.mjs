@@ -187,6 +187,10 @@ export async function exerciseCore(bridge, factTypes) {
 
   now += 10;
   await handle([{ type: "went_offline", now_ms: now }]);
+  await handle([{ type: "visibility_changed", now_ms: now, hidden: true }]);
+  await handle([{ type: "network_changed", now_ms: now, save_data: true, effective_type: "2g" }]);
+  await handle([{ type: "visibility_changed", now_ms: now, hidden: false }]);
+  await handle([{ type: "network_changed", now_ms: now, save_data: false, effective_type: "4g" }]);
   await recordEvent(envelope("offline_click", {}));
   await recordEvent(envelope("offline_ad", {}), { category: "marketing" });
   now += 10;

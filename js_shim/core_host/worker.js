@@ -74,6 +74,6 @@ self.onmessage = (event) => {
       if (value && typeof value === "object" && "transfer" in value) self.postMessage({ id, ok: true, result: value.result }, value.transfer);
       else self.postMessage({ id, ok: true, result: value });
     },
-    (err) => self.postMessage({ id, ok: false, error: String((err && err.message) || err) }),
+    (err) => self.postMessage({ id, ok: false, error: String((err && err.message) || err), name: (err && err.name) || "Error" }),
   );
 };
