@@ -80,6 +80,8 @@ function readInitOptions(options) {
 export function createRevu(env = {}) {
   const emitter = new Emitter();
   let debug = false;
+  /** `debug: "verbose"`: also one line per recorded event. */
+  let verbose = false;
   const log = createLogger(() => debug);
   const tabId = uuid();
   /** @type {QueueStore|null} */
@@ -298,6 +300,7 @@ export function createRevu(env = {}) {
   async function startCore() {
     if (starting || coreLive) return;
     starting = true;
+    const startedAt = nowMs();
     try {
       const base = options.assetsUrl ?? env.scriptUrl;
       if (!base) throw new Error("cannot tell where revu.js was loaded from; pass assetsUrl to init");
@@ -308,7 +311,7 @@ export function createRevu(env = {}) {
         throw new InputError("invalid_options", `revu.init: assetsUrl ${JSON.stringify(String(base).slice(0, 100))} is not a URL`);
       }
       const core = await (env.loadCore ?? loadCore)(assetsUrl, { timeoutMs: START_TIMEOUT_MS });
-      const coreOptions = { ...options, debug, consent: queue.consent === UNKNOWN_CONSENT ? "denied" : queue.consent };
+      const coreOptions = { ...options, consent: queue.consent === UNKNOWN_CONSENT ? "denied" : queue.consent };
       const started = JSON.parse(await core.start(JSON.stringify(coreOptions)));
       if (!started.ok) throw new InputError("invalid_options", `revu.init: ${started.error}`);
       await vaultReady; // sealed records from earlier pages are opened before the core sees the queue
@@ -342,6 +345,7 @@ export function createRevu(env = {}) {
       if (driver.lost !== null) throw new Error(driver.lost);
       isReady = true;
       restarts = 0;
+      log("info", `core ready in ${Math.round(nowMs() - startedAt)} ms (a Worker; ${queue.queue.size} queued)`);
       if (!readySettled) resolveReady(true);
       emitter.emit("ready", { role });
       broadcastStatus();
@@ -514,6 +518,7 @@ export function createRevu(env = {}) {
       if (queue) throw new InputError("already_initialised", "revu.init was already called; later calls are ignored");
       options = readInitOptions(opts);
       debug = options.debug === true || options.debug === "verbose";
+      verbose = options.debug === "verbose";
       store = openStore(options);
       apiKey = options.apiKey;
       const pending = new QueueStore({
@@ -535,6 +540,9 @@ export function createRevu(env = {}) {
         log("warn", `${n} stored value(s) quarantined (${reason}); revu.outbox.entries() lists them`);
       }
       endpoint = String(options.host ?? queue.rules.defaultHost).replace(/\/+$/, "") + queue.rules.eventsPath;
+      log("info", `revu ${VERSION}: sending to ${endpoint}; storage ${store.kind}${store.durable ? "" : " (memory only)"}; ` +
+        `consent ${typeof consent === "string" ? consent : JSON.stringify(consent)}; ${queue.queue.size} stored from earlier pages` +
+        (verbose ? "; verbose: one line per event" : ""));
       if (!store.durable) log("warn", "running memory-only: events will not survive a reload");
       driver = newDriver();
       lifecycle = new Lifecycle({
@@ -575,13 +583,19 @@ export function createRevu(env = {}) {
     const state = queue.consent;
     const held = state === UNKNOWN_CONSENT && !consentAllows(state, captured.category);
     if (!held && !consentAllows(state, captured.category)) {
-      if (!coreLive) queue.droppedBeforeStart.consent++;
-      announce(captured, false); // the core counts it
-      log("info", `${captured.event}: not recorded, consent does not allow its category`);
+      if (!coreLive) {
+        queue.droppedBeforeStart.consent++;
+        log("info", `${captured.event}: not recorded, consent does not allow "${captured.category}"`);
+      }
+      announce(captured, false); // the core counts it (and says so)
       return null;
     }
-    queue.append(captured, held);
+    const kept = queue.append(captured, held);
     announce(captured, held);
+    if (verbose) {
+      const where = held ? "held in memory until consent is known" : queue.durable ? `stored (${queue.store.kind})` : "kept in memory";
+      log("info", `recorded ${captured.event} ${captured.eventId}: ${kept ? where : "then evicted (over maxQueue)"}`);
+    }
     return captured.eventId;
   }
 

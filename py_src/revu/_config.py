@@ -84,7 +84,7 @@ class Config:
     slow_drain_interval_ms: int = 30_000
     consent: Any = "granted"
     coalesce: Any = None
-    debug: bool = False
+    debug: Any = False  # True, False or "verbose"
 
     @property
     def endpoint(self) -> str:
@@ -125,8 +125,8 @@ class Config:
             raise UsageError("apiKey must be a non-empty string")
         if not isinstance(self.host, str) or not self.host.startswith(("http://", "https://")):
             raise UsageError("host must be an http(s) URL")
-        if not isinstance(self.debug, bool):
-            raise UsageError("debug must be true or false")
+        if not (isinstance(self.debug, bool) or self.debug == "verbose"):
+            raise UsageError('debug must be true, false or "verbose"')
         if self.compression not in ("auto", "gzip", "off"):
             raise UsageError('compression must be "auto", "gzip" or "off"')
         for f in fields(self):

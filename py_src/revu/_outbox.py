@@ -270,8 +270,9 @@ class Outbox:
                 self._count_core_error(exc)
                 self._quarantine([(record.event_id, QUEUE, "core_error")])
         self._purge_disallowed()
-        self._log("info", f"restored {len(self._queue)} queued, {len(self._dead)} dead letters "
-                          f"({self._storage}{'' if self._durable else ', memory only'})")
+        self._log("info", f"core started: {len(self._queue)} queued (stored by earlier pages or recorded while it "
+                          f"loaded), {len(self._dead)} dead letters ({self._storage}"
+                          f"{'' if self._durable else ', memory only'})")
         self._enforce_caps()
         self._cap_dead_letters()
         self._events.flush()  # the next page load drains what was left
@@ -337,7 +338,10 @@ class Outbox:
         if rejected:
             self._dead_letter([self._queue[i] for i in live if i in rejected], rejected,
                               _status(fact.status), fact.now_ms)
-        self._drop([i for i in live if i not in rejected], "acked")
+        acked = [i for i in live if i not in rejected]
+        self._drop(acked, "acked")
+        self._log("info", f"acked {batch.batch_id}: {_items(len(acked), batch.kind)} (HTTP {_status(fact.status)})"
+                          + (f", {len(rejected)} rejected" if rejected else ""))
         lane.acked()
         if not self._queue:
             self._out.append(c.Emit("outbox:flushed", {"acked": self._counts["acked"]}))
@@ -680,7 +684,8 @@ class Outbox:
         self._out.append(replace(send, batch_id=batch_id, event_ids=ids))
         self._out.append(c.Emit("outbox:sent", {"batchId": batch_id, "kind": send.kind, "eventIds": list(ids),
                                                 "bytes": size, "encoding": send.encoding}))
-        self._log("debug", f"sent {batch_id}: {len(ids)} {send.kind} item(s), {size} bytes")
+        self._log("info", f"sent {batch_id}: {_items(len(ids), send.kind)}, {size} bytes"
+                          + (f" ({send.encoding})" if send.encoding else "") + ("" if send.keepalive else ", no keepalive"))
 
     def _finish(self, batch_id: str) -> tuple[Lane, Batch] | None:
         for lane in self._lanes.values():
@@ -888,12 +893,19 @@ class Outbox:
             self._out.append(c.ReportStatus(status))
 
     def _log(self, level: str, message: str) -> None:
+        """A debug line: one per decision with ``debug`` on; warnings and
+        errors always (the shim prints them only with ``debug`` on)."""
         if self.config.debug or level in ("warn", "error"):
             self._out.append(c.Log(level, message))
 
     def _error(self, code: str, message: str) -> None:
         self._out.append(c.Log("error", message))
         self._out.append(c.Emit("error", {"code": code, "message": message}))
+
+
+def _items(count: int, kind: str) -> str:
+    noun = "event" if kind == "events" else "mutation"
+    return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
 def _lane_name(record: Record) -> str:
