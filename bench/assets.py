@@ -135,13 +135,14 @@ class AssetServer:
     def variant(self, route: str, target: Path, rel: str, accept: str) -> tuple[Path, str | None]:
         """The file to send and its Content-Encoding for an Accept-Encoding."""
         accepted = {part.split(";")[0].strip().lower() for part in accept.split(",")}
-        if target.suffix.lower() in COMPRESSIBLE_SUFFIXES:
-            for encoding, suffix in ENCODINGS:
-                if encoding not in accepted:
-                    continue
-                sibling = target.with_name(target.name + suffix)
-                if sibling.is_file():
-                    return sibling, encoding
+        for encoding, suffix in ENCODINGS:
+            if encoding not in accepted:
+                continue
+            # A compressed sibling shipped by the build is used whatever the file type.
+            sibling = target.with_name(target.name + suffix)
+            if sibling.is_file():
+                return sibling, encoding
+            if target.suffix.lower() in COMPRESSIBLE_SUFFIXES:
                 ours = self.compressed_root / route / (rel + suffix)
                 stamp = ours.with_name(ours.name + ".src-sha256")
                 if ours.is_file() and stamp.is_file() and stamp.read_text() == self.sha256(target):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -414,8 +415,10 @@ class Bench:
     browser: Any = None
     user_agent: str = ""
     non_local: list[dict[str, str]] = field(default_factory=list)
+    browser_requests: list[str] = field(default_factory=list)  # hosts Chromium itself tried (not a page)
     console_errors: dict[str, list[str]] = field(default_factory=dict)
     _pw: Any = None
+    _netlog: Path = None  # type: ignore[assignment]
     _local_hosts: set[str] = field(default_factory=set)
 
     def start(self) -> "Bench":
@@ -431,7 +434,12 @@ class Bench:
         self.ingest = IngestServer().start()
         self._local_hosts = {urlsplit(u).netloc for u in (self.sink.url, self.assets.url, self.ingest.url)}
         self._pw = sync_playwright().start()
-        self.browser = self._pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        # Chromium's net log sees every request, beacons, keepalive fetches and
+        # Workers' included (Playwright's request events miss the first two).
+        BUILD.mkdir(parents=True, exist_ok=True)
+        self._netlog = BUILD / f"netlog-{os.getpid()}.json"
+        self.browser = self._pw.chromium.launch(
+            executable_path=CHROMIUM, args=CHROMIUM_ARGS + [f"--log-net-log={self._netlog}"])
         # What a real visitor's Chromium sends: the same string without "Headless".
         probe = self.browser.new_page()
         self.headless_user_agent = probe.evaluate("navigator.userAgent")
@@ -440,12 +448,34 @@ class Bench:
         return self
 
     def stop(self) -> None:
-        for closer in (lambda: self.browser.close(), lambda: self._pw.stop(), self.sink.stop, self.assets.stop,
-                       self.ingest.stop):
+        for closer in (lambda: self.browser.close(), lambda: self._pw.stop(), self._read_netlog, self.sink.stop,
+                       self.assets.stop, self.ingest.stop):
             try:
                 closer()
             except Exception:  # noqa: BLE001
                 pass
+
+    def _read_netlog(self) -> None:
+        """Every request a bench page started (its initiator is the pages'
+        origin) to anything but the local servers goes to ``non_local``;
+        Chromium's own background requests (no initiator) are listed apart."""
+        if not self._netlog.exists():
+            return
+        text = self._netlog.read_text(errors="replace")
+        self._netlog.unlink()
+        pages = self.assets.url
+        seen = {r["url"] for r in self.non_local}
+        for m in re.finditer(r'"initiator":"([^"]*)".{0,600}?"url":"([^"]+)"', text):
+            initiator, url = m.group(1), m.group(2)
+            host = urlsplit(url).netloc
+            if urlsplit(url).scheme not in ("http", "https", "ws", "wss") or host in self._local_hosts:
+                continue
+            if initiator == pages:
+                if url[:300] not in seen:
+                    seen.add(url[:300])
+                    self.non_local.append({"variant": "(net log)", "url": url[:300]})
+            elif host not in self.browser_requests:
+                self.browser_requests.append(host)
 
     def session(self, variant: str, headless_ua: bool = False) -> Session:
         return Session(self, variant, user_agent=None if headless_ua else self.user_agent)

@@ -270,6 +270,9 @@ def headline(summary: dict[str, Any], params: dict[str, Any]) -> str:
                     digits, unit)
             else:
                 text = _ratio(revu, _med(summary, workload, peer, peer_tag, metric), digits, unit)
+            settled = _get(summary, workload, peer, peer_tag, "settled")
+            if metric == "main_thread_us_per_call" and settled and False in settled.get("values", []):
+                text += " *"
             row.append(text)
         rows.append(row)
 
@@ -294,6 +297,7 @@ def headline(summary: dict[str, Any], params: dict[str, Any]) -> str:
     ratio_row("renderer private MiB after init", "startup", "", "memory_init.renderer_private_mib", 1)
     ratio_row(f"renderer private MiB with {int(big):,} queued", "queued", big, "memory_queued.renderer_private_mib", 1)
     ratio_row(f"s from online to the last of {int(big):,} events", "queued", big, "drain.time_to_last_s", 1)
+    ratio_row(f"KiB sent to deliver {int(big):,} events", "queued", big, "drain.request_bytes")
     count_row(f"events kept of {int(big):,} queued offline (higher is better)", "queued", big, "drain.kept")
     count_row(f"survival, ingest down: events kept of {params['survival_n']} (higher is better)", "survival",
               "ingest", "unique")
@@ -301,9 +305,17 @@ def headline(summary: dict[str, Any], params: dict[str, Any]) -> str:
               "device", "unique")
     count_row(f"tab closed: events received of {params['unload_n']} (higher is better)", "unload", "close",
               "received")
-    # KiB rows hold bytes: scale them.
+    count_row("tab closed: duplicates received (lower is better)", "unload", "close", "duplicates")
+    # KiB rows hold bytes: show revu's in KiB (the ratios are unit-free).
     for row in rows:
-        if row[0].startswith("KiB"):
+        if row[0].startswith("KiB transferred"):
             revu = _med(summary, "startup", "revu", "", "cold.transfer_bytes")
-            row[1] = fmt_num(revu / 1024) if revu is not None else "–"
-    return _table(["metric (medians)", "revu"] + [f"revu ÷ {p}" if p else p for p in HEADLINE_PEERS], rows)
+        elif row[0].startswith("KiB sent"):
+            revu = _med(summary, "queued", "revu", big, "drain.request_bytes")
+        else:
+            continue
+        row[1] = fmt_num(revu / 1024) if revu is not None else "–"
+    table = _table(["metric (medians)", "revu"] + [f"revu ÷ {p}" for p in HEADLINE_PEERS], rows)
+    return table + ("\n\nRatios: revu's figure divided by the peer's (below 1: revu is cheaper or faster). "
+                    "\\* the peer's main thread was not idle 20 s after the calls, so its figure is a lower "
+                    "bound and the ratio an upper bound.")

@@ -189,12 +189,19 @@ def markdown(meta: dict[str, Any], summary: dict[str, Any]) -> str:
         f"{revu['dist_revu_js_sha256']}.",
         f"- Peers (npm, exact pins in package.json, bundled with esbuild {meta['versions']['esbuild']['version']}): "
         f"{peers}.",
-        f"- Requests to anything but the local servers: {len(meta['non_local_requests'])}"
+        f"- Requests from the bench pages (SDKs, their Workers, beacons) to anything but the local servers, from "
+        f"Chromium's net log: {len(meta['non_local_requests'])}"
         + (f" ({', '.join(sorted({r['url'] for r in meta['non_local_requests']})[:5])})"
-           if meta['non_local_requests'] else "") + ".",
+           if meta['non_local_requests'] else "")
+        + (f". Chromium itself (no page) tried {', '.join(meta.get('browser_own_requests', []))}; there is no "
+           "internet here, so they failed" if meta.get("browser_own_requests") else "") + ".",
         "- Servers: every SDK, revu included, posts to the bench sink (`bench/sink.py`) on another site; the row "
         "\"revu via the reference server\" is revu against `demo.ingest_server.IngestServer`. Pages and SDK files come "
         "from `bench/assets.py` (brotli, HTTP cache). How each figure is measured: bench/README.md.",
+        "",
+        "### Headline: revu against each peer",
+        "",
+        report.headline(summary, meta["params"]),
         "",
         report.tables(summary),
         "",
@@ -236,7 +243,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=RESULTS_DIR, help="where the JSON and Markdown go")
     parser.add_argument("--no-update-docs", action="store_true",
                         help="do not rewrite bench/RESULTS.md and bench/README.md")
+    parser.add_argument("--report", type=Path, metavar="RESULTS_JSON",
+                        help="run nothing: rebuild the tables of a results JSON and print them (with "
+                             "--update-docs, also rewrite bench/RESULTS.md and the headline in bench/README.md)")
+    parser.add_argument("--update-docs", action="store_true", help="with --report: rewrite the documents")
     args = parser.parse_args(argv)
+
+    if args.report:
+        data = json.loads(args.report.read_text())
+        summary = report.aggregate(data["results"])
+        headline = report.headline(summary, data["meta"]["params"])
+        md = markdown(data["meta"], summary)
+        print(md)
+        if args.update_docs:
+            update_docs(md, headline, data["meta"])
+            log("updated bench/RESULTS.md (## SDK comparison) and the headline in bench/README.md")
+        return 0
 
     params = w.QUICK if args.quick else w.FULL
     if args.trials:
@@ -297,10 +319,11 @@ def main(argv: list[str] | None = None) -> int:
                                                    lambda v=v: w.enqueue(bench, v, n, params, drain=True)), trial))
                     fallback_done = True
     finally:
-        meta["non_local_requests"] = bench.non_local
-        meta["console_errors"] = bench.console_errors
         meta["sink_problems"] = bench.sink.problems() if bench.sink else {}
         bench.stop()
+        meta["non_local_requests"] = bench.non_local
+        meta["browser_own_requests"] = bench.browser_requests
+        meta["console_errors"] = bench.console_errors
     meta["wall_s"] = round(time.monotonic() - t0, 1)
     meta["load_end"] = " ".join(_read("/proc/loadavg").split()[:3])
 
@@ -313,10 +336,8 @@ def main(argv: list[str] | None = None) -> int:
     json_path.write_text(json.dumps({"meta": meta, "summary": summary, "results": results, "headline": headline},
                                     indent=1, default=str))
     md_path = args.out / f"{stamp}.md"
-    md_path.write_text(md + "\n### Headline (revu ÷ peer)\n\n" + headline + "\n")
+    md_path.write_text(md)
     print(md)
-    print("### Headline (revu ÷ peer)\n")
-    print(headline)
     log(f"wrote {json_path.relative_to(ROOT) if json_path.is_relative_to(ROOT) else json_path} and .md "
         f"in {meta['wall_s'] / 60:.1f} min")
     if full and not args.no_update_docs:
