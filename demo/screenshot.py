@@ -92,6 +92,7 @@ def main(argv: list[str] | None = None) -> int:
             page.screenshot(path=str(out))
             # Let the delayed batch land before the servers stop (no stray errors in the log).
             ingest.set_faults({"delay_ms": 0})
+            ingest.wait_until(lambda s: s["unique"] >= 19, timeout_s=30)
         finally:
             browser.close()
     print(f"wrote {out} ({out.stat().st_size:,} bytes)")

@@ -10,7 +10,7 @@
   const INGEST = (new URLSearchParams(location.search).get("ingest") || DEFAULT_INGEST).replace(/\/+$/, "");
   const TICK_MS = 250; // status / entries sampling and chart resolution
   const SERVER_EVERY_MS = 500; // GET /__control/state
-  const CHART_WINDOW_MS = 60_000;
+  const CHART_WINDOW_MS = 40_000;
   const ACKED_SHOWN = 60; // chips kept in the acknowledged column; older ones are counted
   const RECORDED_HOLD_MS = 350; // how long a chip rests in "recorded" before it is checked in storage
   const GONE_AFTER_MS = 3_000; // a chip whose item left the queue without an ack is removed after this
@@ -317,7 +317,7 @@
 
   function showFaults(faults) {
     serverOffline = !!faults.offline;
-    $("btn-offline").textContent = serverOffline ? "bring ingest back online" : "take ingest offline";
+    $("btn-offline").textContent = serverOffline ? "bring ingest online" : "take ingest offline";
     $("btn-offline").classList.toggle("on", serverOffline);
     const parts = [];
     if (faults.offline) parts.push("OFFLINE: dropping every event request");
@@ -468,7 +468,11 @@
     }
     g.textAlign = "center";
     g.textBaseline = "top";
-    for (const s of [60, 45, 30, 15, 0]) g.fillText(s ? `-${s} s` : "now", x(now - s * 1000), bottom + 5);
+    for (let i = 4; i >= 0; i--) {
+      const s = (CHART_WINDOW_MS / 1000) * (i / 4);
+      g.textAlign = i === 4 ? "left" : i === 0 ? "right" : "center";
+      g.fillText(s ? `-${s} s` : "now", x(now - s * 1000), bottom + 5);
+    }
 
     const series = (key, stroke, fill) => {
       const pts = samples.filter((p) => p.t >= now - CHART_WINDOW_MS);

@@ -100,7 +100,9 @@ def assert_server_view_matches(page, ingest) -> dict:
     state = ingest.state(tail=1)
     wait_shown(page, "srv-unique", state["unique"])
     wait_shown(page, "srv-duplicates", state["duplicates"])
-    assert shown(page, "srv-requests") >= state["requests_total"]
+    # Requests keep coming while revu retries: the panel catches up with this count or passes it.
+    page.wait_for_function("(n) => Number(document.getElementById('srv-requests').textContent) >= n",
+                           arg=state["requests_total"], timeout=10_000)
     return state
 
 
@@ -155,8 +157,7 @@ def test_offline_then_online_then_failures(page, ingest):
     click(page, "btn-record")
     wait_page(page, "window.__pipeline.chips.backoff === 1")
     assert "retry" in page.text_content("#said")
-    wait_page(page, "document.querySelector('#srv-batches li.bad') !== null")
-    assert "503" in page.text_content("#srv-batches")
+    wait_page(page, "[...document.querySelectorAll('#srv-batches li.bad')].some((li) => li.textContent.includes('503'))")
     ingest.wait_until(lambda s: s["unique"] == 9, timeout_s=30)
     wait_shown(page, "n-acked", 9)
     wait_page(page, "window.__pipeline.status.queued === 0")
