@@ -3,8 +3,9 @@
     python demo/run_demo.py [--site-port 8000] [--ingest-port 8787]
                             [--db demo/revu-demo.sqlite3] [--dist dist]
 
-The page is served from http://localhost:<site-port>/ (demo/site/, with the
-built SDK from dist/ at /revu/) and the ingest server listens on
+The pages are served from http://localhost:<site-port>/ (demo/site/, with the
+built SDK from dist/ at /revu/: pipeline.html is the one-screen demo, index.html
+the full one) and the ingest server listens on
 http://127.0.0.1:<ingest-port>. Different origins, as in production, so CORS
 and credentialed beacons are exercised for real. Build dist/ first.
 """
@@ -58,13 +59,13 @@ def main(argv: list[str] | None = None) -> int:
         ingest.stop()
         raise
 
-    page = f"{site.url}/"
-    if ingest.port != DEFAULT_INGEST_PORT:
-        page += f"?ingest={ingest.url}"
+    query = f"?ingest={ingest.url}" if ingest.port != DEFAULT_INGEST_PORT else ""
+    page = f"{site.url}/pipeline.html{query}"
     print("revu demo", flush=True)
     print(f"  site:   {site.url}/  (demo/site/, SDK from {dist} at /revu/)")
     print(f"  ingest: {ingest.url}  (POST /v1/behavior/events, db: {args.db})")
-    print(f"open {page}", flush=True)
+    print(f"open {page}  (the pipeline on one screen)", flush=True)
+    print(f"  or {site.url}/{query}  (the full demo: consent, PII, chat outbox, dead letters)", flush=True)
     print("Ctrl-C to stop.", flush=True)
     try:
         while True:
