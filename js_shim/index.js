@@ -434,6 +434,9 @@ export function createRevu(env = {}) {
     switch (message.type) {
       case "hello":
         others.add(message.from);
+        // A tab that joins after the core started would otherwise wait for the
+        // next change to learn the leader's status (and `ready`).
+        broadcastStatus();
         break;
       case "bye":
         others.delete(message.from);
