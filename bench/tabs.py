@@ -4,8 +4,8 @@ tab's renderer costs beside a page without revu.
     .venv/bin/python bench/tabs.py [--rounds 3]
 
 One headless Chromium, one browser context (tabs of one origin share it, as in
-a visitor's browser). Per round: a blank page (no SDK) is opened and measured,
-then three revu tabs are opened one after the other; once the leader is ready
+a visitor's browser). Per round: three revu tabs are opened one after the other, then a blank
+page (no SDK); once the leader is ready
 and the followers see it, every renderer is garbage-collected (CDP, twice) and
 its private memory (USS, ``/proc/<pid>/smaps_rollup``) read. Chromium gives
 each tab its own renderer process here, and a dedicated Worker lives in its
@@ -58,12 +58,6 @@ def one_round(bench: Bench) -> dict:
     context = bench.browser.new_context()
     try:
         known: set[int] = set()
-        blank = context.new_page()
-        blank.goto(f"{bench.assets.url}/page/blank.html")
-        blank_pid = renderer_of(blank, known)
-        known.add(blank_pid)
-        blank_mib = private_mib(blank, context.new_cdp_session(blank), blank_pid)
-
         cfg = {"sink": bench.ingest.url, "variant": "revu", "options": {}}
         url = f"{bench.assets.url}/page/revu.html?cfg={json.dumps(cfg, separators=(',', ':'))}"
         tabs = []
@@ -72,8 +66,14 @@ def one_round(bench: Bench) -> dict:
             page.goto(url, timeout=90_000)
             page.wait_for_function("() => window.revu && revu.status().ready === true", timeout=90_000, polling=100)
             tabs.append(page)
+        # The page without revu, in the same context, opened last (a renderer
+        # started first can be the context's spare one, with other costs).
+        blank = context.new_page()
+        blank.goto(f"{bench.assets.url}/page/blank.html")
         time.sleep(2.0)  # let start-up garbage go
-        out = {"blank_mib": blank_mib, "tabs": []}
+        blank_pid = renderer_of(blank, known)
+        known.add(blank_pid)
+        out = {"blank_mib": private_mib(blank, context.new_cdp_session(blank), blank_pid), "tabs": []}
         for page in tabs:
             pid = renderer_of(page, known)
             known.add(pid)
