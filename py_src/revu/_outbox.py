@@ -103,6 +103,7 @@ class Outbox:
             f.FlushRequested: self._on_flush_requested,
             f.SendSucceeded: self._on_send_succeeded,
             f.SendFailed: self._on_send_failed,
+            f.SendSkipped: self._on_send_skipped,
             f.TimerFired: self._on_timer_fired,
             f.WentOnline: self._on_online,
             f.WentOffline: self._on_offline,
@@ -229,11 +230,7 @@ class Outbox:
         self._durable = fact.durable is not False
         self._online = fact.online is not False
         self._hidden = fact.hidden is True
-        for event_id, until in _counts(fact.in_flight_elsewhere):
-            if until > fact.now_ms:
-                self._elsewhere[event_id] = until
-        if self._elsewhere:
-            self._set_timer(ELSEWHERE_TIMER, min(self._elsewhere.values()))
+        self._hold_elsewhere(dict(_counts(fact.in_flight_elsewhere)), fact.now_ms)
         self._storage = str(fact.storage)[:40]
         self._set_consent(fact.consent)
         self._out.append(c.PublishRules(self.config.rules()))
@@ -448,6 +445,7 @@ class Outbox:
         count = len(fact.event_ids) if isinstance(fact.event_ids, tuple) else 0
         if fact.queued:
             self._counts["beaconed"] += count
+            self._hold_elsewhere({i: fact.until_ms for i in fact.event_ids if i in self._queue}, fact.now_ms)
         else:
             self._log("warn", f"terminal beacon of {count} events was refused; "
                               "they stay stored for the next page load")
@@ -686,6 +684,24 @@ class Outbox:
                                                 "bytes": size, "encoding": send.encoding}))
         self._log("info", f"sent {batch_id}: {_items(len(ids), send.kind)}, {size} bytes"
                           + (f" ({send.encoding})" if send.encoding else "") + ("" if send.keepalive else ", no keepalive"))
+
+    def _on_send_skipped(self, fact: f.SendSkipped) -> None:
+        found = self._finish(fact.batch_id)
+        if found is None:
+            return
+        lane, batch = found
+        lane.fire(Trigger.SKIPPED)
+        self._log("debug", f"{lane.name}: send {batch.batch_id} not started (a beacon carries its events)")
+        self._pump(fact.now_ms)
+
+    def _hold_elsewhere(self, until_by_id: dict[str, int], now_ms: int) -> None:
+        """Send none of these ids before their time: a request another page or
+        tab started (or this page's beacon) may still carry them."""
+        for event_id, until in until_by_id.items():
+            if isinstance(until, int) and not isinstance(until, bool) and until > now_ms:
+                self._elsewhere[event_id] = max(until, self._elsewhere.get(event_id, 0))
+        if self._elsewhere:
+            self._set_timer(ELSEWHERE_TIMER, min(self._elsewhere.values()))
 
     def _finish(self, batch_id: str) -> tuple[Lane, Batch] | None:
         for lane in self._lanes.values():
