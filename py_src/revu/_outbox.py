@@ -68,6 +68,7 @@ class Outbox:
         self._lanes: dict[str, Lane] = {EVENTS: self._events}
         self._isolation = Isolation()
         self._queue: dict[str, Record] = {}  # seq order
+        self._mutation_ids: set[str] = set()  # the queued items that are mutations
         self._queued_bytes = 0
         self._index = _Index()
         self._dead: dict[str, DeadLetter] = {}
@@ -81,6 +82,8 @@ class Outbox:
         self._gzip_ok: bool | None = None  # learnt from the endpoint's replies ("auto")
         self._paced_until_ms = 0
         self._elsewhere: dict[str, int] = {}  # event_id -> until when another tab's request may carry it
+        self._deferring = False  # inside handle_all: _pump only notes that it is wanted
+        self._pump_wanted: tuple[int, bool] | None = None
         self._now_ms = 0
         self._durable = True
         self._storage = "unknown"
@@ -166,6 +169,7 @@ class Outbox:
             if (starting and index == 0) != isinstance(fact, f.Restored):
                 raise UsageError("Restored must be the first fact, and only the first")
         self._out = []
+        self._deferring, self._pump_wanted = True, None  # handlers ask for a pump; it runs once, below
         for fact in facts:
             problem = f.fact_problem(fact)
             if problem is not None:
@@ -179,6 +183,14 @@ class Outbox:
                 self._handlers[type(fact)](fact)
             except Exception as exc:  # noqa: BLE001 - one fact must never stop the core
                 self._contain(fact, exc)
+        self._deferring = False
+        if self._pump_wanted is not None:
+            now_ms, force = self._pump_wanted
+            self._pump_wanted = None
+            try:
+                self._pump(max(now_ms, self._now_ms), force)
+            except Exception as exc:  # noqa: BLE001 - contained like a fact's error
+                self._contain(None, exc)
         try:
             self._report()
         except Exception as exc:  # noqa: BLE001
@@ -515,6 +527,8 @@ class Outbox:
     def _insert(self, record: Record) -> None:
         last = next(reversed(self._queue.values()), None)
         self._queue[record.event_id] = record
+        if record.mutation is not None:
+            self._mutation_ids.add(record.event_id)
         if last is not None and last.seq > record.seq:  # a requeue or a late restore: keep seq order
             self._queue = dict(sorted(self._queue.items(), key=lambda kv: kv[1].seq))
         self._queued_bytes += record.size_bytes
@@ -531,6 +545,7 @@ class Outbox:
             record = self._queue.pop(event_id, None)
             if record is None:
                 continue
+            self._mutation_ids.discard(event_id)
             self._queued_bytes -= record.size_bytes
             for pair in record.keys.items():
                 if self._index.keys.get(pair) == event_id:
@@ -590,22 +605,41 @@ class Outbox:
     # -- sending -------------------------------------------------------------
 
     def _pump(self, now_ms: int, force: bool = False) -> None:
-        """Send what the triggers call for, on every lane whose pipe is free."""
+        """Send what the triggers call for, on every lane whose pipe is free.
+
+        While ``handle_all`` applies a list of facts, the pump runs once, after
+        the last of them (the facts of one call are simultaneous): a burst of
+        10,000 recorded events is one pass over the queue, not 10,000.
+        """
+        if self._deferring:
+            wanted = self._pump_wanted
+            self._pump_wanted = (now_ms, force) if wanted is None else (max(now_ms, wanted[0]), force or wanted[1])
+            return
         self._expire(now_ms)
+        if not (self._online or force):
+            # Nothing is sent offline: only the interval timer may need arming.
+            if FLUSH_TIMER not in self._timers and any(self._sendable(r) for r in self._queue.values()):
+                self._set_timer(FLUSH_TIMER, now_ms + self.config.flush_interval_ms)
+            return
+        ev = self._events
         events: list[Record] = []
         heads: dict[str, Record] = {}  # mutation lane -> its head
-        for record in self._queue.values():
+        # The events lane looks at the queue only when it may start a drain
+        # (idle or draining); sending or backing off, only the mutation
+        # streams' heads matter, so a record added meanwhile costs no pass.
+        scan_events = ev.state in (State.IDLE, State.DRAINING)
+        candidates = (self._queue.values() if scan_events
+                      else sorted((self._queue[i] for i in self._mutation_ids), key=lambda r: r.seq))
+        for record in candidates:
             if not self._sendable(record):
                 continue
             if record.mutation is None:
                 events.append(record)
             else:
                 heads.setdefault(_lane_name(record), record)
-        if (events or heads) and FLUSH_TIMER not in self._timers:
+        if FLUSH_TIMER not in self._timers and (
+                events or heads or (not scan_events and any(self._sendable(r) for r in self._queue.values()))):
             self._set_timer(FLUSH_TIMER, now_ms + self.config.flush_interval_ms)
-        if not (self._online or force):
-            return
-        ev = self._events
         if len(events) >= self.config.flush_at:
             ev.flush()
         if ev.free:
