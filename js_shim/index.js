@@ -218,6 +218,12 @@ export function createRevu(env = {}) {
       log("info", `${reason}: ${others.size} other tab(s) open; the next leader sends what is queued (no beacon)`);
       return;
     }
+    if (!lifecycle.isOnline()) {
+      // A beacon cannot leave an offline device, and one that "went" would
+      // hold its events back from the next page until it could have landed.
+      log("info", `${reason}: offline; no beacon (the next page sends what is stored)`);
+      return;
+    }
     const exclude = new Set(beaconed);
     for (const { ids } of inFlight.values()) for (const id of ids) exclude.add(id); // a keepalive request carries them
     const now = nowMs();
