@@ -37,7 +37,8 @@ requests sent while a page unloads.
 
 Replies are what each SDK expects from its real service (PostHog
 ``{"status": 1}``, Amplitude ``{"code": 200, ...}``, Mixpanel ``1`` or
-``{"status": 1}`` with ``verbose=1``, revu ``{"ok": true}``); CORS echoes the
+``{"status": 1}`` with ``verbose=1``, revu ``{"ok": true, "accept_encoding": ["gzip"]}``
+as revu-ingest answers); CORS echoes the
 ``Origin`` with credentials allowed (Mixpanel and beacons send credentials)
 and lets preflights be cached for 10 minutes.
 
@@ -387,7 +388,9 @@ def _reply_for(sdk: str, query: dict[str, list[str]], events: int, body_bytes: i
         if query.get("verbose", ["0"])[0] == "1":
             return "application/json", b'{"status": 1, "error": null}'
         return "text/plain", b"1"
-    return "application/json", b'{"ok": true}'
+    # revu's own service (revu-ingest) says it takes gzip bodies; revu's
+    # default compression: "auto" learns it from this reply.
+    return "application/json", b'{"ok": true, "accept_encoding": ["gzip"]}'
 
 
 class _SinkHandler(BaseHTTPRequestHandler):

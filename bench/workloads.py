@@ -47,7 +47,10 @@ class Params:
     drain_quiet_s: float = 20.0
     drain_cap_s: float = 240.0
     survival_quiet_s: float = 10.0
-    survival_first_s: float = 15.0
+    # revu's unload beacon may carry the events recorded offline; the next
+    # page waits until that beacon can no longer be in flight (12 s) before
+    # sending them again, so a small run sees nothing before then.
+    survival_first_s: float = 20.0
     survival_cap_s: float = 90.0
     unload_quiet_s: float = 3.0
     unload_first_s: float = 5.0
@@ -58,7 +61,7 @@ class Params:
 FULL = Params()
 QUICK = Params(trials=1, heavy_trials=1, enqueue_ns=(100, 300), crash_fallback_n=100, depths=(10, 50, 100), depth_rounds=3,
                depth_calls=10, survival_n=20, unload_n=5, longtask_window_ms=1_000, quiet_cap_s=6.0,
-               drain_quiet_s=4.0, drain_cap_s=60.0, survival_quiet_s=3.0, survival_first_s=8.0,
+               drain_quiet_s=4.0, drain_cap_s=60.0, survival_quiet_s=3.0, survival_first_s=20.0,
                survival_cap_s=30.0, unload_quiet_s=2.0, unload_first_s=3.0, unload_cap_s=5.0, ua_quiet_s=3.0)
 
 # revu's maxQueue default; workloads above it raise the cap (and say so).

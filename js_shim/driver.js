@@ -31,7 +31,8 @@ export class Driver {
    *   onCoreLost?: (reason: string) => void,
    *   onSend?: (batchId: string, eventIds: string[], timeoutMs: number) => void,
    *   onDeleted?: (eventIds: string[]) => void,
-   *   onSendFailed?: (batchId: string) => void,
+   *   onSendFailed?: (batchId: string, status: number|null) => void,
+   *   skipSend?: (cmd: {kind: string, event_ids: string[]}) => boolean,
    * }} deps
    */
   constructor(deps) {
@@ -203,6 +204,12 @@ export class Driver {
     const { queue, emitter, log, clock, post, onStatus } = this.deps;
     switch (cmd.type) {
       case "send":
+        if (this.deps.skipSend && this.deps.skipSend(cmd)) {
+          // The core decided this send before it heard of a terminal beacon
+          // that carries its events: sending it now would deliver them twice.
+          this.push({ type: "send_skipped", batch_id: cmd.batch_id });
+          break;
+        }
         if (this.deps.onSend) this.deps.onSend(cmd.batch_id, cmd.event_ids, cmd.timeout_ms);
         post({
           url: cmd.url,
@@ -212,7 +219,7 @@ export class Driver {
           keepalive: cmd.keepalive,
           timeoutMs: cmd.timeout_ms,
         }).then((out) => {
-          if (!out.ok && this.deps.onSendFailed) this.deps.onSendFailed(cmd.batch_id);
+          if (!out.ok && this.deps.onSendFailed) this.deps.onSendFailed(cmd.batch_id, out.status ?? null);
           if (out.ok) this.push({ type: "send_succeeded", batch_id: cmd.batch_id, status: out.status, reply: out.replyText ?? null });
           else {
             this.push({

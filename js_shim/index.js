@@ -40,6 +40,8 @@ const START_TIMEOUT_MS = 60000;
 const RESTART_DELAYS_MS = [5000, 30000, 120000];
 /** A request another tab may still have in flight: its timeout plus this. */
 const IN_FLIGHT_GRACE_MS = 2000;
+/** How long a beacon counts as in flight (browsers give keepalive requests about this long). */
+const BEACON_IN_FLIGHT_MS = 10000;
 /** How often a leader checks which tabs are alive (their presence locks). */
 const TABS_REFRESH_MS = 2000;
 
@@ -216,19 +218,37 @@ export function createRevu(env = {}) {
       log("info", `${reason}: ${others.size} other tab(s) open; the next leader sends what is queued (no beacon)`);
       return;
     }
+    if (!lifecycle.isOnline()) {
+      // A beacon cannot leave an offline device, and one that "went" would
+      // hold its events back from the next page until it could have landed.
+      log("info", `${reason}: offline; no beacon (the next page sends what is stored)`);
+      return;
+    }
     const exclude = new Set(beaconed);
     for (const { ids } of inFlight.values()) for (const id of ids) exclude.add(id); // a keepalive request carries them
     const now = nowMs();
     const batch = terminalBatch(queue, { apiKey, exclude, nowMs: now });
     if (!batch) return;
     const queued = sendBeacon(endpoint, batch.body);
+    const until = now + BEACON_IN_FLIGHT_MS + IN_FLIGHT_GRACE_MS;
     if (queued) {
       for (const id of batch.ids) beaconed.add(id);
-      inFlight.set(`beacon:${now}`, { ids: new Set(batch.ids), until: now + 10000 + IN_FLIGHT_GRACE_MS });
+      inFlight.set(`beacon:${now}`, { ids: new Set(batch.ids), until });
       saveInFlight();
     }
     log(queued ? "info" : "warn", `${reason}: beacon of ${batch.ids.length} events ${queued ? "queued" : "refused"}`);
-    driver.push({ type: "beaconed", event_ids: batch.ids, queued });
+    driver.push({ type: "beaconed", event_ids: batch.ids, queued, until_ms: queued ? until : 0 });
+  }
+
+  /** A send the core decided before it heard of a beacon that still carries some of its events. */
+  function beaconCarries(cmd) {
+    if (cmd.kind !== "events") return false;
+    const now = nowMs();
+    for (const [key, { ids, until }] of inFlight) {
+      if (!key.startsWith("beacon:") || until <= now) continue;
+      if (cmd.event_ids.some((id) => ids.has(id))) return true;
+    }
+    return false;
   }
 
   /** Leader: what its requests (and beacons) may still carry, stored for a leader that follows it. */
@@ -283,8 +303,13 @@ export function createRevu(env = {}) {
         saveInFlight();
       },
       onDeleted: settledInFlight,
-      onSendFailed: (batchId) => {
-        if (inFlight.delete(batchId)) saveInFlight(); // it is over: nothing of it can still arrive
+      skipSend: beaconCarries,
+      onSendFailed: (batchId, status) => {
+        // The server answered: nothing of it was stored, and nothing can still
+        // arrive. A network error or a timeout says nothing of the sort (the
+        // body may have reached the server; a navigation can fail a request
+        // the server got): its ids stay "in flight" until its time is up.
+        if (status !== null && inFlight.delete(batchId)) saveInFlight();
       },
     });
   }
@@ -434,6 +459,9 @@ export function createRevu(env = {}) {
     switch (message.type) {
       case "hello":
         others.add(message.from);
+        // A tab that joins after the core started would otherwise wait for the
+        // next change to learn the leader's status (and `ready`).
+        broadcastStatus();
         break;
       case "bye":
         others.delete(message.from);

@@ -195,8 +195,11 @@ export async function exerciseCore(bridge, factTypes) {
   await recordEvent(envelope("offline_ad", {}), { category: "marketing" });
   now += 10;
   await handle([{ type: "went_online", now_ms: now }]);
-  await handle([{ type: "beaconed", now_ms: now, event_ids: queue.slice(-2).map((r) => r.env.event_id), queued: true }]);
+  await handle([{ type: "beaconed", now_ms: now, event_ids: queue.slice(-2).map((r) => r.env.event_id), queued: true, until_ms: now + 12000 }]);
   await handle([{ type: "beaconed", now_ms: now, event_ids: [], queued: false }]);
+  // A send decided before the beacon: the shim does not start it.
+  const crossed = pendingSends.shift();
+  await handle([{ type: "send_skipped", now_ms: now, batch_id: crossed ? crossed.batch_id : "no-such-batch" }]);
   await handle([{ type: "storage_failed", now_ms: now, operation: "put", error: "QuotaExceededError" }]);
   await handle([{ type: "consent_changed", now_ms: now, consent: { analytics: true, marketing: false } }]);
   await handle([{ type: "consent_changed", now_ms: now, consent: "denied" }]);

@@ -147,6 +147,18 @@ class Beaconed(Fact):
 
     event_ids: tuple[str, ...] = ()
     queued: bool = True
+    # Until when (ms) the beacon may still be on its way: the core sends none
+    # of ``event_ids`` before then (another request would carry a copy).
+    until_ms: int = 0
+
+
+@dataclass(frozen=True)
+class SendSkipped(Fact):
+    """The shim did not start a ``Send``: its events went out in a terminal
+    beacon after the core decided the send (the decision and the beacon
+    crossed). Not a failure: the batch returns to the queue."""
+
+    batch_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -186,7 +198,7 @@ class StorageFailed(Fact):
 
 
 ALL_FACTS: tuple[type[Fact], ...] = (
-    Restored, Recorded, FlushRequested, SendSucceeded, SendFailed,
+    Restored, Recorded, FlushRequested, SendSucceeded, SendFailed, SendSkipped,
     TimerFired, WentOnline, WentOffline, Beaconed, StorageFailed,
     ConsentChanged, DeadLetterRetried, DeadLetterDropped, VisibilityChanged, NetworkChanged,
 )

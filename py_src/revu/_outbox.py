@@ -68,6 +68,7 @@ class Outbox:
         self._lanes: dict[str, Lane] = {EVENTS: self._events}
         self._isolation = Isolation()
         self._queue: dict[str, Record] = {}  # seq order
+        self._mutation_ids: set[str] = set()  # the queued items that are mutations
         self._queued_bytes = 0
         self._index = _Index()
         self._dead: dict[str, DeadLetter] = {}
@@ -81,6 +82,8 @@ class Outbox:
         self._gzip_ok: bool | None = None  # learnt from the endpoint's replies ("auto")
         self._paced_until_ms = 0
         self._elsewhere: dict[str, int] = {}  # event_id -> until when another tab's request may carry it
+        self._deferring = False  # inside handle_all: _pump only notes that it is wanted
+        self._pump_wanted: tuple[int, bool] | None = None
         self._now_ms = 0
         self._durable = True
         self._storage = "unknown"
@@ -103,6 +106,7 @@ class Outbox:
             f.FlushRequested: self._on_flush_requested,
             f.SendSucceeded: self._on_send_succeeded,
             f.SendFailed: self._on_send_failed,
+            f.SendSkipped: self._on_send_skipped,
             f.TimerFired: self._on_timer_fired,
             f.WentOnline: self._on_online,
             f.WentOffline: self._on_offline,
@@ -165,6 +169,7 @@ class Outbox:
             if (starting and index == 0) != isinstance(fact, f.Restored):
                 raise UsageError("Restored must be the first fact, and only the first")
         self._out = []
+        self._deferring, self._pump_wanted = True, None  # handlers ask for a pump; it runs once, below
         for fact in facts:
             problem = f.fact_problem(fact)
             if problem is not None:
@@ -178,6 +183,14 @@ class Outbox:
                 self._handlers[type(fact)](fact)
             except Exception as exc:  # noqa: BLE001 - one fact must never stop the core
                 self._contain(fact, exc)
+        self._deferring = False
+        if self._pump_wanted is not None:
+            now_ms, force = self._pump_wanted
+            self._pump_wanted = None
+            try:
+                self._pump(max(now_ms, self._now_ms), force)
+            except Exception as exc:  # noqa: BLE001 - contained like a fact's error
+                self._contain(None, exc)
         try:
             self._report()
         except Exception as exc:  # noqa: BLE001
@@ -229,11 +242,7 @@ class Outbox:
         self._durable = fact.durable is not False
         self._online = fact.online is not False
         self._hidden = fact.hidden is True
-        for event_id, until in _counts(fact.in_flight_elsewhere):
-            if until > fact.now_ms:
-                self._elsewhere[event_id] = until
-        if self._elsewhere:
-            self._set_timer(ELSEWHERE_TIMER, min(self._elsewhere.values()))
+        self._hold_elsewhere(dict(_counts(fact.in_flight_elsewhere)), fact.now_ms)
         self._storage = str(fact.storage)[:40]
         self._set_consent(fact.consent)
         self._out.append(c.PublishRules(self.config.rules()))
@@ -448,6 +457,7 @@ class Outbox:
         count = len(fact.event_ids) if isinstance(fact.event_ids, tuple) else 0
         if fact.queued:
             self._counts["beaconed"] += count
+            self._hold_elsewhere({i: fact.until_ms for i in fact.event_ids if i in self._queue}, fact.now_ms)
         else:
             self._log("warn", f"terminal beacon of {count} events was refused; "
                               "they stay stored for the next page load")
@@ -517,6 +527,8 @@ class Outbox:
     def _insert(self, record: Record) -> None:
         last = next(reversed(self._queue.values()), None)
         self._queue[record.event_id] = record
+        if record.mutation is not None:
+            self._mutation_ids.add(record.event_id)
         if last is not None and last.seq > record.seq:  # a requeue or a late restore: keep seq order
             self._queue = dict(sorted(self._queue.items(), key=lambda kv: kv[1].seq))
         self._queued_bytes += record.size_bytes
@@ -533,6 +545,7 @@ class Outbox:
             record = self._queue.pop(event_id, None)
             if record is None:
                 continue
+            self._mutation_ids.discard(event_id)
             self._queued_bytes -= record.size_bytes
             for pair in record.keys.items():
                 if self._index.keys.get(pair) == event_id:
@@ -592,22 +605,41 @@ class Outbox:
     # -- sending -------------------------------------------------------------
 
     def _pump(self, now_ms: int, force: bool = False) -> None:
-        """Send what the triggers call for, on every lane whose pipe is free."""
+        """Send what the triggers call for, on every lane whose pipe is free.
+
+        While ``handle_all`` applies a list of facts, the pump runs once, after
+        the last of them (the facts of one call are simultaneous): a burst of
+        10,000 recorded events is one pass over the queue, not 10,000.
+        """
+        if self._deferring:
+            wanted = self._pump_wanted
+            self._pump_wanted = (now_ms, force) if wanted is None else (max(now_ms, wanted[0]), force or wanted[1])
+            return
         self._expire(now_ms)
+        if not (self._online or force):
+            # Nothing is sent offline: only the interval timer may need arming.
+            if FLUSH_TIMER not in self._timers and any(self._sendable(r) for r in self._queue.values()):
+                self._set_timer(FLUSH_TIMER, now_ms + self.config.flush_interval_ms)
+            return
+        ev = self._events
         events: list[Record] = []
         heads: dict[str, Record] = {}  # mutation lane -> its head
-        for record in self._queue.values():
+        # The events lane looks at the queue only when it may start a drain
+        # (idle or draining); sending or backing off, only the mutation
+        # streams' heads matter, so a record added meanwhile costs no pass.
+        scan_events = ev.state in (State.IDLE, State.DRAINING)
+        candidates = (self._queue.values() if scan_events
+                      else sorted((self._queue[i] for i in self._mutation_ids), key=lambda r: r.seq))
+        for record in candidates:
             if not self._sendable(record):
                 continue
             if record.mutation is None:
                 events.append(record)
             else:
                 heads.setdefault(_lane_name(record), record)
-        if (events or heads) and FLUSH_TIMER not in self._timers:
+        if FLUSH_TIMER not in self._timers and (
+                events or heads or (not scan_events and any(self._sendable(r) for r in self._queue.values()))):
             self._set_timer(FLUSH_TIMER, now_ms + self.config.flush_interval_ms)
-        if not (self._online or force):
-            return
-        ev = self._events
         if len(events) >= self.config.flush_at:
             ev.flush()
         if ev.free:
@@ -686,6 +718,24 @@ class Outbox:
                                                 "bytes": size, "encoding": send.encoding}))
         self._log("info", f"sent {batch_id}: {_items(len(ids), send.kind)}, {size} bytes"
                           + (f" ({send.encoding})" if send.encoding else "") + ("" if send.keepalive else ", no keepalive"))
+
+    def _on_send_skipped(self, fact: f.SendSkipped) -> None:
+        found = self._finish(fact.batch_id)
+        if found is None:
+            return
+        lane, batch = found
+        lane.fire(Trigger.SKIPPED)
+        self._log("debug", f"{lane.name}: send {batch.batch_id} not started (a beacon carries its events)")
+        self._pump(fact.now_ms)
+
+    def _hold_elsewhere(self, until_by_id: dict[str, int], now_ms: int) -> None:
+        """Send none of these ids before their time: a request another page or
+        tab started (or this page's beacon) may still carry them."""
+        for event_id, until in until_by_id.items():
+            if isinstance(until, int) and not isinstance(until, bool) and until > now_ms:
+                self._elsewhere[event_id] = max(until, self._elsewhere.get(event_id, 0))
+        if self._elsewhere:
+            self._set_timer(ELSEWHERE_TIMER, min(self._elsewhere.values()))
 
     def _finish(self, batch_id: str) -> tuple[Lane, Batch] | None:
         for lane in self._lanes.values():

@@ -54,6 +54,10 @@ the dead-letter list. Good events from the same batch go through on the way.
 
 Mutation lanes use the same table without DRAINING: IDLE -> SENDING -> IDLE,
 SENDING -> BACKING_OFF -> IDLE.
+
+A send the shim did not start (``SendSkipped``: a terminal beacon carried its
+events after the core decided it) goes SENDING -> DRAINING with no failure
+counted; the beaconed events wait until the beacon can no longer be in flight.
 """
 
 from __future__ import annotations
@@ -82,6 +86,7 @@ class Trigger(enum.Enum):
     ONLINE = "online"
     MANUAL_FLUSH = "manual_flush"
     RECOVER = "recover"  # the core contained an internal error; see Lane.recover
+    SKIPPED = "skipped"  # the shim did not start the send (a beacon carried its events)
 
 
 TRANSITIONS: dict[tuple[State, Trigger], State] = {
@@ -99,6 +104,7 @@ TRANSITIONS: dict[tuple[State, Trigger], State] = {
     # Mutation lanes: no DRAINING.
     (State.IDLE, Trigger.SEND): State.SENDING,
     (State.SENDING, Trigger.RECOVER): State.DRAINING,
+    (State.SENDING, Trigger.SKIPPED): State.DRAINING,
 }
 
 # Mutation lanes map the events lane's "back to draining" to IDLE.

@@ -150,3 +150,36 @@ def test_events_another_tab_may_still_be_sending_wait_until_its_request_is_over(
     b.settle()
     assert set(b.server.arrivals) == {"e0", "e1", "e2"}
     assert T0 <= b.now
+
+
+def test_a_beacon_holds_its_events_until_it_can_no_longer_be_in_flight():
+    b = FakeBrowser(flushAt=1000)
+    ids = [b.record() for _ in range(3)]
+    b.feed(f.Beaconed(now_ms=b.now, event_ids=tuple(ids[:2]), queued=True, until_ms=b.now + 12_000))
+    b.flushes["f1"] = None
+    cmds = b.feed(f.FlushRequested(now_ms=b.now, flush_id="f1"))
+    assert [s.event_ids for s in _sends(cmds)] == [(ids[2],)], "only what the beacon does not carry"
+    b.deliver("ok")
+    b.advance(11_999)
+    assert not b.in_flight and b.server.arrivals == [ids[2]]
+    b.advance(1)
+    b.settle()
+    assert sorted(b.server.arrivals) == sorted(ids) and b.server.duplicates == 0
+
+
+def test_a_send_the_shim_skipped_for_a_beacon_is_no_failure_and_the_rest_goes_on():
+    b = FakeBrowser(flushAt=1000)
+    ids = [b.record() for _ in range(4)]
+    b.flushes["f1"] = None
+    [send] = _sends(b.feed(f.FlushRequested(now_ms=b.now, flush_id="f1")))
+    assert send.event_ids == tuple(ids)
+    # The page hid: the beacon carried the first three before the shim saw this send.
+    b.feed(f.Beaconed(now_ms=b.now, event_ids=tuple(ids[:3]), queued=True, until_ms=b.now + 12_000))
+    del b.in_flight[send.batch_id]
+    cmds = b.feed(f.SendSkipped(now_ms=b.now, batch_id=send.batch_id))
+    assert [s.event_ids for s in _sends(cmds)] == [(ids[3],)]
+    assert not [cmd for cmd in cmds if isinstance(cmd, c.Emit) and cmd.name == "outbox:retry"]
+    status = b.outbox.status()
+    assert status["failures"] == 0 and status["state"] == "sending" and status["lastError"] is None, status
+    # A skipped send of an unknown batch is ignored.
+    assert b.feed(f.SendSkipped(now_ms=b.now, batch_id="nope")) == []

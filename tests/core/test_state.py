@@ -14,7 +14,8 @@ def test_table_is_the_diagram():
     for trigger in (Trigger.RETRY_DUE, Trigger.ONLINE, Trigger.MANUAL_FLUSH):
         assert transition(State.BACKING_OFF, trigger) is State.DRAINING
     assert transition(State.SENDING, Trigger.RECOVER) is State.DRAINING
-    assert len(TRANSITIONS) == 13
+    assert transition(State.SENDING, Trigger.SKIPPED) is State.DRAINING
+    assert len(TRANSITIONS) == 14
 
 
 @pytest.mark.parametrize(("state", "trigger"), [

@@ -74,7 +74,8 @@ class ExamplePage:
         return context, page, errors
 
     def _settle(self, page, errors):
-        page.wait_for_function("window.revu && revu.status && revu.status().ready === true", timeout=60_000)
+        page.wait_for_function("(window.__pageErrors || []).length > 0 || (window.revu && revu.status && revu.status().ready === true)",
+                               timeout=60_000)
         assert errors == [] and page.evaluate("window.__pageErrors || []") == [], errors
 
     def run_html(self, html: str) -> None:
@@ -86,7 +87,7 @@ class ExamplePage:
             recorded = page.evaluate("revu.status().acked + revu.status().queued")
             if recorded:
                 assert page.evaluate("revu.flush()") is True
-                self.ingest.wait_until(lambda s: s["unique"] >= 1, timeout_s=30)
+                self.ingest.wait_until(lambda s: s["unique"] >= recorded, timeout_s=30)
             assert page.evaluate("(window.__errors || []).length") == 0, page.evaluate("window.__errors")
         finally:
             context.close()

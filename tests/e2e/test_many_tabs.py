@@ -62,12 +62,19 @@ def _overlaps(requests):
 
 
 def test_one_core_serves_three_tabs(context, site, ingest, figures):
-    pages = [context.new_page() for _ in range(3)]
+    pages = [context.new_page() for _ in range(2)]
     for page in pages:
         page.goto(page_url(site, ingest, debug=0))
     leader = _wait_one_leader(pages)
     for page in pages:
         page.wait_for_function("revu.status().ready === true", timeout=60_000)
+    # A tab that opens once the leader's core is live learns it at once
+    # (its revu.ready resolves), not at the leader's next status change.
+    late = context.new_page()
+    late.goto(page_url(site, ingest, debug=0))
+    late.wait_for_function("revu.status().role === 'follower' && revu.status().ready === true", timeout=10_000)
+    assert late.evaluate("revu.ready.then(() => true)") is True
+    pages.append(late)
     followers = [p for p in pages if p is not leader]
     # Only the leader runs Pyodide: its Worker is the only one.
     workers = [len(p.workers) for p in pages]

@@ -20,7 +20,7 @@ function fakeCore(answers) {
   };
 }
 
-function setup({ answers = [], post } = {}) {
+function setup({ answers = [], post, skipSend } = {}) {
   const capture = new QueueStore({ store: new MemoryStore(), rules: RULES, onStorageFailure: () => {} });
   capture.load(0);
   const emitter = new Emitter();
@@ -43,6 +43,7 @@ function setup({ answers = [], post } = {}) {
     },
     post: post ?? (async () => ({ ok: true, status: 200, replyText: '{"ok":true}' })),
     onStatus: (s) => statuses.push(s),
+    skipSend,
   });
   const core = fakeCore(answers);
   const drain = async () => {
@@ -77,6 +78,22 @@ test("send runs the transport and reports the outcome as a fact", async () => {
   assert.deepEqual(calls, [{ url: "u", method: "PUT", headers: { "Idempotency-Key": "k" }, body: "{}", keepalive: true, timeoutMs: 5 }]);
   const failed = t.core.seen.find((f) => f.type === "send_failed");
   assert.deepEqual(failed, { now_ms: 1000, type: "send_failed", batch_id: "b1", status: 503, error: "", retry_after: "2", jitter: 0.25 });
+});
+
+test("a send that a beacon already carries is not started, and the core is told", async () => {
+  const calls = [];
+  const send = (id, ids) => ({ type: "send", batch_id: id, url: "u", body: "{}", event_ids: ids, keepalive: true, timeout_ms: 5,
+                               method: "POST", headers: {}, kind: "events" });
+  const t = setup({
+    answers: [[send("b1", ["a", "b"]), send("b2", ["c"])]],
+    post: async (req) => { calls.push(req); return { ok: true, status: 200, replyText: "{}" }; },
+    skipSend: (cmd) => cmd.event_ids.includes("a"),
+  });
+  await t.driver.start(t.core, { type: "restored", now_ms: 1 });
+  await t.drain();
+  assert.equal(calls.length, 1, "only b2 went on the wire");
+  assert.deepEqual(t.core.seen.filter((f) => f.type === "send_skipped"), [{ now_ms: 1000, type: "send_skipped", batch_id: "b1" }]);
+  assert.deepEqual(t.core.seen.filter((f) => f.type === "send_succeeded").map((f) => f.batch_id), ["b2"]);
 });
 
 test("timers, deletes, status, rules and flush settle are carried out", async () => {
