@@ -279,8 +279,11 @@
     say("a poison event: the server refuses its batch (422); revu splits the batch until the one bad event is dead-lettered.");
   }));
   $("btn-flush").addEventListener("click", () => {
-    revu.flush();
-    say("revu.flush(): send now, backoff or not.");
+    say("revu.flush(): sending now, backoff or not…");
+    Promise.resolve(revu.flush()).then((ok) => {
+      say(ok ? "revu.flush() resolved true: everything queued is acknowledged."
+        : "revu.flush() resolved false: not all delivered yet; the rest stays stored and is retried.");
+    });
   });
   $("btn-kill").addEventListener("click", () => {
     // A page cannot crash its own renderer; the closest it can do is leave at once,
@@ -333,14 +336,12 @@
     li.className = ok ? "ok" : r.outcome === "pending" ? "pending" : "bad";
     const what = r.outcome === "offline" ? "dropped (offline)" : r.outcome === "ok" ? "200 stored"
       : r.outcome === "pending" ? "answering…" : (r.status ? r.status + " " : "") + r.outcome;
-    const dup = r.dups ? `, ${r.dups} dup` : "";
-    li.innerHTML = "";
     const seq = document.createElement("span");
     seq.className = "seq";
     seq.textContent = "#" + r.seq;
     const n = document.createElement("span");
     n.className = "n";
-    n.textContent = r.n + (r.n === 1 ? " event" : " events") + dup;
+    n.textContent = r.n + (r.n === 1 ? " event" : " events");
     const out = document.createElement("span");
     out.className = "out";
     out.textContent = what;
