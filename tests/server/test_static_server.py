@@ -228,17 +228,20 @@ def test_run_demo_serves_page_and_sdk_on_two_origins(tmp_path, trees):
             if line.startswith("open "):
                 break
         output = "".join(lines)
-        match = re.search(r"open (http://localhost:(\d+)/)\?ingest=(http://127\.0\.0\.1:\d+)", output)
+        match = re.search(r"open (http://localhost:(\d+)/)pipeline\.html\?ingest=(http://127\.0\.0\.1:\d+)", output)
         assert match, output
         site_port, ingest = int(match.group(2)), match.group(3)
 
         conn = http.client.HTTPConnection("localhost", site_port, timeout=5)
         conn.request("GET", "/")
         page = conn.getresponse().read()
+        conn.request("GET", "/pipeline.html")
+        pipeline = conn.getresponse().read()
         conn.request("GET", "/revu/revu.js")
         sdk = conn.getresponse().read()
         conn.close()
         assert b'<script src="/revu/revu.js"></script>' in page
+        assert b'<script src="/revu/revu.js"></script>' in pipeline
         assert sdk == b"window.revu = {};"
 
         host, port = ingest.removeprefix("http://").split(":")
@@ -258,7 +261,7 @@ def test_demo_page_is_self_hosted():
     site = ROOT / "demo" / "site"
     html = (site / "index.html").read_text()
     assert '<script src="/revu/revu.js"></script>' in html
-    for name in ("index.html", "demo.js", "demo.css"):
+    for name in ("index.html", "demo.js", "demo.css", "pipeline.html", "pipeline.js", "pipeline.css"):
         text = (site / name).read_text()
         # No remote loads: src/href/url()/import/fetch must not point off-site.
         remote = re.findall(r"""(?:src|href)\s*=\s*["']\s*(?:https?:)?//|url\(\s*["']?\s*(?:https?:)?//|@import""", text)
