@@ -19,6 +19,7 @@
 
   $("page-origin").textContent = location.origin;
   $("ingest-url").textContent = INGEST;
+  $("pipeline-link").href = "pipeline.html" + location.search;
 
   /** Show a problem that stops the demo from working at all. */
   function fatal(message) {
