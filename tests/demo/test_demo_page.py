@@ -73,16 +73,29 @@ def shown(page, element_id: str) -> int:
     return int(page.text_content(f"#{element_id}"))
 
 
+COLUMNS_JS = """(states) => Object.fromEntries(states.map((s) => [s, {
+    shown: Number(document.getElementById('n-' + s).textContent),
+    chips: document.querySelectorAll('#col-' + s + ' .chip').length,
+}]))"""
+
+
+def columns(page) -> dict[str, int]:
+    """Every column's count as its header shows it, read in one go (chips keep moving); each
+    header (acknowledged aside: it also counts chips scrolled away) matches the chips drawn."""
+    read = page.evaluate(COLUMNS_JS, [*PENDING, "dead", "acked"])
+    for state, figures in read.items():
+        if state != "acked":
+            assert figures["chips"] == figures["shown"], (state, figures)
+    return {state: figures["shown"] for state, figures in read.items()}
+
+
 def column(page, state: str) -> int:
-    """The count in a column's header, and it must match the chips drawn in it (acknowledged aside)."""
-    n = shown(page, f"n-{state}")
-    if state != "acked":
-        assert page.locator(f"#col-{state} .chip").count() == n, state
-    return n
+    return columns(page)[state]
 
 
 def pending(page) -> int:
-    return sum(column(page, s) for s in PENDING)
+    read = columns(page)
+    return sum(read[s] for s in PENDING)
 
 
 def wait_page(page, expression: str, timeout_ms: int = 30_000) -> None:
