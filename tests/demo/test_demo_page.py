@@ -99,7 +99,14 @@ def pending(page) -> int:
 
 
 def wait_page(page, expression: str, timeout_ms: int = 30_000) -> None:
-    page.wait_for_function(expression, timeout=timeout_ms)
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    try:
+        page.wait_for_function(expression, timeout=timeout_ms)
+    except PlaywrightTimeout:
+        seen = page.evaluate("JSON.stringify({chips: window.__pipeline.chips, status: window.__pipeline.status,"
+                             " said: document.getElementById('said').textContent})")
+        raise AssertionError(f"timed out waiting for {expression}; the page shows {seen}") from None
 
 
 def wait_shown(page, element_id: str, value: int, timeout_ms: int = 30_000) -> None:
@@ -139,8 +146,9 @@ def test_offline_then_online_then_failures(page, ingest):
     assert ingest.faults()["offline"] is True
     click(page, "btn-record", 3)
     wait_page(page, "window.__pipeline.status && window.__pipeline.status.queued === 3")
-    # At least one attempt failed: the chips sit in "backing off" (a retry may be in flight).
-    wait_page(page, "window.__pipeline.chips.backoff === 3", 30_000)
+    # An attempt failed: its chips sit in "backing off". (A batch sent before the other clicks
+    # is retried as it was: the later events may wait in "stored" meanwhile.)
+    wait_page(page, "window.__pipeline.chips.backoff >= 1", 30_000)
     assert pending(page) == 3
     assert column(page, "acked") == 5
     assert "OFFLINE" in page.text_content("#srv-faults")
