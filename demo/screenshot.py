@@ -56,7 +56,7 @@ def play(page, ingest: IngestServer) -> None:
     for _ in range(6):
         page.click("#btn-record")
         time.sleep(0.4)
-    wait_for(page, "window.__pipeline.chips.backoff === 6")
+    wait_for(page, "window.__pipeline.chips.backoff >= 1 && window.__pipeline.status.queued === 6")
     time.sleep(3)
     ingest.set_faults({"delay_ms": 6_000})
     page.click("#btn-offline")  # back online
