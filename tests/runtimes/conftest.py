@@ -53,6 +53,11 @@ def spawn():
         proc.wait()
 
 
-def report(name: str, **figures) -> None:
-    """One line of figures in the test output (``-s`` or the captured log)."""
-    print(f"[runtimes] {name}: " + json.dumps(figures, sort_keys=True))
+@pytest.fixture
+def report():
+    """``report(name, **figures)``: one line of figures in the test output
+    (shown with ``-s``). A fixture, not an import: several test folders have
+    a conftest.py, so importing one by name is ambiguous."""
+    def print_figures(name: str, **figures) -> None:
+        print(f"[runtimes] {name}: " + json.dumps(figures, sort_keys=True))
+    return print_figures

@@ -11,7 +11,6 @@ import sqlite3
 import time
 
 import pytest
-from conftest import report
 
 from revu.runtimes import cpython as revu
 
@@ -78,7 +77,7 @@ def client(tmp_path, ingest):
         c.close(0)
 
 
-def test_basic_delivery(client, ingest, tmp_path):
+def test_basic_delivery(client, ingest, tmp_path, report):
     c = client(flush_at=100, flush_interval_ms=60_000)
     ids = [c.record("page.view", {"i": i}) for i in range(45)]
     assert _rows(str(tmp_path / "revu.sqlite3")) == 45  # committed before record() returned
@@ -94,7 +93,7 @@ def test_basic_delivery(client, ingest, tmp_path):
     report("basic", events=45, requests=state["requests_total"], flush_s=round(elapsed, 3))
 
 
-def test_offline_then_online(client, ingest, tmp_path):
+def test_offline_then_online(client, ingest, tmp_path, report):
     ingest.set_faults({"offline": True})
     c = client()
     ids = [c.record("offline.event", {"i": i}) for i in range(12)]
@@ -191,7 +190,7 @@ def test_close_releases_rows_to_the_next_process(ingest, tmp_path):
     assert {e["event_id"] for e in ingest.state()["events"]} == set(ids)
 
 
-def test_kill_9_mid_flush_then_restart(ingest, tmp_path, spawn):
+def test_kill_9_mid_flush_then_restart(ingest, tmp_path, spawn, report):
     db = str(tmp_path / "k.sqlite3")
     count = 200
     # The first event request is held 2 s by the server: the child is killed while it waits.
@@ -222,7 +221,7 @@ def test_kill_9_mid_flush_then_restart(ingest, tmp_path, spawn):
            recovered_s=round(recovered_s, 2))
 
 
-def test_three_processes_share_one_file(ingest, tmp_path, spawn):
+def test_three_processes_share_one_file(ingest, tmp_path, spawn, report):
     db = str(tmp_path / "shared.sqlite3")
     per_process = 150
     options = {"lease_ms": 2000, "flush_at": 10, "flush_interval_ms": 200, "pause_s": 0.002}
