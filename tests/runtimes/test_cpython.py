@@ -34,6 +34,19 @@ def _overlaps(state: dict) -> int:
     return overlaps
 
 
+def _writable(db: str) -> bool:
+    """Whether another connection can take the write lock now."""
+    con = sqlite3.connect(db, timeout=0.2, isolation_level=None)
+    try:
+        con.execute("BEGIN IMMEDIATE")
+        con.execute("ROLLBACK")
+        return True
+    except sqlite3.OperationalError:
+        return False
+    finally:
+        con.close()
+
+
 def _nested(depth: int) -> dict:
     value: dict = {}
     for _ in range(depth):
@@ -245,3 +258,47 @@ def test_three_processes_share_one_file(ingest, tmp_path, spawn, report):
     assert sum(s["acked"] for s in statuses) == 3 * per_process
     report("3-processes", events=3 * per_process, duplicates=state["duplicates"], requests=len(requests),
            overlapping_with_shared_ids=overlaps, seconds=round(elapsed, 2))
+
+
+def test_stalled_owner_loses_its_rows_to_a_live_process(ingest, tmp_path, spawn, report):
+    """A process stopped past its lease: another adopts and sends its rows; the
+    stalled one, resumed, sends none of them (the owner rule, point 4)."""
+    db = str(tmp_path / "stall.sqlite3")
+    count = 40
+    ingest.set_faults({"offline": True})
+    options = {"lease_ms": 1000, "request_timeout_ms": 1000, "backoff_base_ms": 300, "backoff_max_ms": 600}
+    stalled = spawn("record", db, ingest.url, str(count), "stalled", json.dumps(options))
+    ids: list[str] = []
+    _read_until(stalled, "flushing", ids)
+    _wait(lambda: ingest.state()["requests_total"] >= 1, what="a failed request")
+    # Stop it outside a transaction: a process stopped while it holds SQLite's
+    # write lock blocks every writer of the file (docs/python.md, failure modes).
+    for _ in range(50):
+        os.kill(stalled.pid, signal.SIGSTOP)
+        if _writable(db):
+            break
+        os.kill(stalled.pid, signal.SIGCONT)
+        time.sleep(0.03)
+    else:
+        raise AssertionError("could not stop the child outside a transaction")
+    try:
+        ingest.set_faults({"offline": False})
+        adopter = spawn("drain", db, ingest.url, json.dumps({"lease_ms": 1000}))
+        adopter_status = json.loads(_read_until(adopter, "done", []).split(" ", 1)[1])
+        assert adopter.wait(30) == 0
+    finally:
+        os.kill(stalled.pid, signal.SIGCONT)
+    stalled_status = json.loads(_read_until(stalled, "done", []).split(" ", 1)[1])
+    assert stalled.wait(30) == 0
+    state = ingest.state()
+    assert {e["event_id"] for e in state["events"]} == set(ids)
+    assert adopter_status["acked"] == count
+    # Resumed, it sends none of them: either it finds it owns nothing and stops,
+    # or its next retry claims nothing (counted in lostToOthers).
+    assert stalled_status["store"]["owned"] == 0 and 0 <= stalled_status["lostToOthers"] <= count
+    # No two overlapping requests carry an event. A duplicate is still possible:
+    # stopped after its request reached the server but before it read the ack,
+    # the stalled process never deleted the rows, which the adopter then sent.
+    assert _overlaps(state) == 0 and state["duplicates"] <= count
+    report("stalled-owner", events=count, adopted=adopter_status["acked"], lost_to_others=stalled_status["lostToOthers"],
+           duplicates=state["duplicates"])

@@ -335,7 +335,8 @@ class Client:
             raise UsageError(f"unknown command {type(cmd).__name__}")
 
     def _send(self, cmd: c.Send) -> None:
-        until = _now_ms() + cmd.timeout_ms + self.lease_ms
+        started = _now_ms()
+        until = started + cmd.timeout_ms + self.lease_ms
         claimed = self.store.claim(cmd.event_ids, until)
         if len(claimed) < len(cmd.event_ids):
             # Adopted by another process while this one stalled past its lease:
@@ -349,7 +350,10 @@ class Client:
             cmd = _only(cmd, claimed)
 
         def run() -> None:
-            outcome = post(cmd, _now_ms)
+            # Not written once the request's own timeout has passed: the claim
+            # then has lease_ms to spare, so no other process can have adopted
+            # the rows yet (see _urllib_transport).
+            outcome = post(cmd, _now_ms, write_by_ms=started + cmd.timeout_ms)
             try:
                 self.store.unclaim(cmd.event_ids)
             except Exception as exc:  # noqa: BLE001 - the claim then simply runs out
