@@ -229,7 +229,9 @@ def test_kill_9_mid_flush_then_restart(ingest, tmp_path, spawn, report):
     # Duplicates: at most the batch that was in flight at the kill.
     assert state["duplicates"] <= count
     assert _overlaps(state) == 0
-    assert json.loads(line.split(" ", 1)[1])["acked"] == count
+    restarted = json.loads(line.split(" ", 1)[1])
+    assert restarted["acked"] == count, (restarted, [(r["at_ms"], r["finished_ms"], r["n"], r["status"])
+                                                     for r in state["requests"]], restart.stderr.read()[-2000:])
     report("kill-9", events=count, duplicates=state["duplicates"], requests=state["requests_total"],
            recovered_s=round(recovered_s, 2))
 

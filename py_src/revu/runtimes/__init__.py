@@ -1,7 +1,7 @@
 """Runtimes: the only Python that does I/O. One module per runtime, each an
 adapter around the same sans-I/O core (``revu.Outbox``).
 
-- ``revu.runtimes.cpython``: CPython processes (SQLite store, ``urllib``
+- ``revu.runtimes.cpython``: CPython processes (SQLite store, ``http.client``
   transport, a background sender thread). ``from revu.runtimes import cpython as revu``.
 - ``revu.runtimes.pyodide``: a page written in Python under Pyodide.
 

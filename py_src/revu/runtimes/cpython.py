@@ -1,4 +1,4 @@
-"""revu for CPython processes: the same core, a SQLite store, ``urllib``.
+"""revu for CPython processes: the same core, a SQLite store, ``http.client``.
 
     from revu.runtimes import cpython as revu
 
@@ -33,7 +33,7 @@ from .._config import CAPTURE_LIMITS, Config, consent_allows
 from .._errors import UsageError
 from .._outbox import Outbox
 from ._sqlite_store import SqliteStore
-from ._urllib_transport import post
+from ._http_transport import post
 
 __all__ = ["Client", "RecordError", "UsageError", "init", "record", "flush", "status", "close", "on", "client"]
 
@@ -276,6 +276,9 @@ class Client:
             except Exception as exc:  # noqa: BLE001 - a usage bug here must not kill the thread
                 log.error("revu: the core refused facts: %s", exc)
                 continue
+            # The snapshot first: a caller who sees a command's effect (a row
+            # deleted) must not read an older status().
+            self._status = self._outbox.status()
             for command in commands:
                 try:
                     self._execute(command)
@@ -352,7 +355,7 @@ class Client:
         def run() -> None:
             # Not written once the request's own timeout has passed: the claim
             # then has lease_ms to spare, so no other process can have adopted
-            # the rows yet (see _urllib_transport).
+            # the rows yet (see _http_transport).
             outcome = post(cmd, _now_ms, write_by_ms=started + cmd.timeout_ms)
             try:
                 self.store.unclaim(cmd.event_ids)
