@@ -304,3 +304,19 @@ def test_stalled_owner_loses_its_rows_to_a_live_process(ingest, tmp_path, spawn,
     assert _overlaps(state) == 0 and state["duplicates"] <= count
     report("stalled-owner", events=count, adopted=adopter_status["acked"], lost_to_others=stalled_status["lostToOthers"],
            duplicates=state["duplicates"])
+
+
+def test_interpreter_exit_flushes_open_clients(ingest, tmp_path):
+    """A script that records and simply ends: the atexit hook delivers."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    db = str(tmp_path / "exit.sqlite3")
+    code = (f"import revu\nc = revu.Client('test-key', host={ingest.url!r}, db_path={db!r}, flush_interval_ms=60000)\n"
+            "ids = [c.record('at.exit', {'i': i}) for i in range(5)]\nprint(' '.join(ids))\n")
+    root = Path(__file__).resolve().parents[2]
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True,
+                         env={**os.environ, "PYTHONPATH": str(root / "py_src")})
+    assert {e["event_id"] for e in ingest.state()["events"]} == set(out.stdout.split())
+    assert _rows(db) == 0

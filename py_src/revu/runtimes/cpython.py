@@ -23,6 +23,7 @@ import socket
 import threading
 import time
 import uuid
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -128,6 +129,7 @@ class Client:
             consent=self.config.consent))
         self._thread = threading.Thread(target=self._run, name="revu-outbox", daemon=True)
         self._thread.start()
+        _open_clients.add(self)
 
     # -- the page's API, for a process ---------------------------------------
 
@@ -445,4 +447,17 @@ def close(timeout: float = DEFAULT_CLOSE_TIMEOUT_S) -> bool:
     return current.close(timeout) if current is not None else True
 
 
-atexit.register(close)
+_open_clients: weakref.WeakSet[Client] = weakref.WeakSet()
+
+
+def _close_all_at_exit() -> None:
+    """Every client still open at interpreter exit: flush briefly, release rows."""
+    close()
+    for open_client in list(_open_clients):
+        try:
+            open_client.close()
+        except Exception:  # noqa: BLE001 - exit must go on
+            log.exception("revu: closing a client at exit failed")
+
+
+atexit.register(_close_all_at_exit)
