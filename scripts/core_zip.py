@@ -36,7 +36,10 @@ def import_static_imports(package_dir: str) -> str:
     import os
 
     names = set()
-    for root, _dirs, files in os.walk(package_dir):
+    for root, dirs, files in os.walk(package_dir):
+        # revu/runtimes/ (CPython, a Pyodide page) is I/O around the core, never
+        # imported by it: its imports (sqlite3, urllib...) stay out of the zip.
+        dirs[:] = [d for d in dirs if d != "runtimes"]
         for file in files:
             if not file.endswith(".py"):
                 continue

@@ -9,6 +9,23 @@ from ._state import State
 
 __version__ = "0.1.0"
 
+# `import revu; revu.init(...)`: the page/process API of the runtime for this
+# interpreter (revu.runtimes.pyodide under Pyodide, revu.runtimes.cpython
+# elsewhere), imported on first use only, so the core alone imports no I/O.
+_RUNTIME_API = frozenset({"init", "record", "flush", "status", "on", "close", "client", "Client", "RecordError"})
+
+
+def __getattr__(name: str):  # PEP 562
+    if name not in _RUNTIME_API:
+        raise AttributeError(f"module 'revu' has no attribute {name!r}")
+    import sys
+
+    if sys.platform == "emscripten":
+        from .runtimes import pyodide as runtime
+    else:
+        from .runtimes import cpython as runtime
+    return getattr(runtime, name)
+
 __all__ = [
     "Bridge",
     "Config",
