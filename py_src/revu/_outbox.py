@@ -584,8 +584,10 @@ class Outbox:
     def _sendable(self, record: Record) -> bool:
         """Consent allows it (while the state is unknown, only "necessary" items
         go), and no request another tab started may still carry it."""
-        if not consent_allows(self._consent, record.category):
-            return False
+        return consent_allows(self._consent, record.category) and self._elsewhere_ok(record)
+
+    def _elsewhere_ok(self, record: Record) -> bool:
+        """No request another tab or page started (nor this page's beacon) may still carry it."""
         until = self._elsewhere.get(record.event_id)
         return until is None or until <= self._now_ms
 
@@ -630,8 +632,14 @@ class Outbox:
         scan_events = ev.state in (State.IDLE, State.DRAINING)
         candidates = (self._queue.values() if scan_events
                       else sorted((self._queue[i] for i in self._mutation_ids), key=lambda r: r.seq))
+        held: set[str] = set()  # streams whose earliest record another request may still carry
         for record in candidates:
+            stream = _lane_name(record) if record.mutation is not None else (record.stream and f"e:{record.stream}")
+            if stream and stream in held:
+                continue  # nothing overtakes a held record of its own stream
             if not self._sendable(record):
+                if stream and not self._elsewhere_ok(record):
+                    held.add(stream)
                 continue
             if record.mutation is None:
                 events.append(record)

@@ -183,3 +183,41 @@ def test_a_send_the_shim_skipped_for_a_beacon_is_no_failure_and_the_rest_goes_on
     assert status["failures"] == 0 and status["state"] == "sending" and status["lastError"] is None, status
     # A skipped send of an unknown batch is ignored.
     assert b.feed(f.SendSkipped(now_ms=b.now, batch_id="nope")) == []
+
+
+def test_nothing_overtakes_a_record_of_its_stream_that_another_request_may_carry():
+    b = FakeBrowser(flushAt=1)
+    chat = [record_value(f"c{i}", i + 1, created_at=b.now) for i in range(3)]
+    for rec in chat:
+        rec["env"]["stream"] = "chat"
+    plain = record_value("p0", 10, created_at=b.now)
+    b.store.update({r["env"]["event_id"]: json.dumps(r) for r in [*chat, plain]})
+    b.outbox = type(b.outbox)(b.config)
+    cmds = b.feed(f.Restored(now_ms=b.now, records=tuple({"id": k, "raw": v} for k, v in b.store.items()),
+                             in_flight_elsewhere={"c0": b.now + 10_000}))
+    # c0 may still be on its way: c1 and c2 wait for it; the event without a stream goes.
+    assert [s.event_ids for s in _sends(cmds)] == [("p0",)]
+    b.deliver("ok")
+    b.advance(9_999)
+    assert not b.in_flight
+    b.advance(1)
+    b.settle()
+    assert b.server.arrivals[1:] == ["c0", "c1", "c2"]
+
+
+def test_a_mutation_stream_waits_for_its_head_that_another_request_may_carry():
+    b = FakeBrowser()
+    first = b.enqueue("m1", stream="room")
+    b.enqueue("m2", stream="room")
+    b.enqueue("m3", stream="room")
+    # The page reloads while m1's request may still be on its way.
+    b.outbox = type(b.outbox)(b.config)
+    b.in_flight = {}
+    b.timers = {}
+    cmds = b.feed(f.Restored(now_ms=b.now, records=tuple({"id": k, "raw": v} for k, v in b.store.items()),
+                             in_flight_elsewhere={first: b.now + 10_000}))
+    assert not [s for s in _sends(cmds) if s.kind == "mutation"], "m2 must not overtake m1"
+    b.advance(10_000)
+    b.settle()
+    texts = [b.server.mutations[k]["body"]["text"] for k in b.server.applied]
+    assert texts == ["m1", "m2", "m3"]
