@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -37,17 +38,19 @@ ALLOWED_PREFIXES = ("dist/", "types/")
 
 TSCONFIG = {
     "compilerOptions": {
-        "strict": True, "noEmit": True, "target": "es2020", "module": "esnext",
+        "strict": True, "noEmit": True, "target": "es2022", "module": "esnext",
         "moduleResolution": "bundler", "lib": ["es2020", "dom"], "types": [], "skipLibCheck": False,
     },
-    "files": ["example.ts"],
 }
+TS_BLOCK = re.compile(r"^```ts\n(.*?)^```", re.S | re.M)
 
 APP = """
 import { revu } from "revu";
-const ingest = new URLSearchParams(location.search).get("ingest");
-window.__app = { revu, globalRevu: window.revu };
-revu.init({ apiKey: "npm-test", host: ingest, assetsUrl: "/revu/" });
+const params = new URLSearchParams(location.search);
+window.__app = { revu, globalRevu: window.revu, errors: [] };
+revu.on("error", (e) => window.__app.errors.push(e.code + ": " + e.message));
+const assetsUrl = params.get("assets");
+revu.init({ apiKey: "npm-test", host: params.get("ingest"), ...(assetsUrl ? { assetsUrl } : {}) });
 """
 
 
@@ -116,10 +119,18 @@ def test_package_json_entries_resolve(installed):
 
 
 def test_example_type_checks(installed, tmp_path):
-    """tests/npm/example.ts against the installed declarations; its
-    @ts-expect-error lines make tsc fail if the declarations grow too loose."""
+    """tests/npm/example.ts and every ```ts block of the docs against the
+    installed declarations; example.ts's @ts-expect-error lines make tsc fail
+    if the declarations grow too loose."""
     shutil.copy(ROOT / "tests" / "npm" / "example.ts", installed / "example.ts")
-    (installed / "tsconfig.json").write_text(json.dumps(TSCONFIG))
+    files = ["example.ts"]
+    for doc in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        for n, block in enumerate(TS_BLOCK.findall(doc.read_text())):
+            name = f"doc_{doc.stem}_{n}.ts"
+            (installed / name).write_text(block + "\nexport {};\n")
+            files.append(name)
+    assert any(f.startswith("doc_npm_") for f in files), "docs/npm.md has no ts example"
+    (installed / "tsconfig.json").write_text(json.dumps({**TSCONFIG, "files": files}))
     run([TSC, "-p", "tsconfig.json"], installed)
     # And tsc does check: the same file with one mistake un-marked fails, naming it.
     broken = (installed / "example.ts").read_text().replace(
@@ -150,11 +161,9 @@ def test_bundled_app_delivers_events(installed, tmp_path):
                 page = browser.new_page()
                 errors: list[str] = []
                 page.on("pageerror", lambda e: errors.append(str(e)))
-                page.goto(f"{site.url}/index.html?ingest={ingest.url}")
+                page.goto(f"{site.url}/index.html?ingest={ingest.url}&assets=/revu/")
                 result = page.evaluate("""async () => {
-                    const { revu, globalRevu } = window.__app;
-                    const errors = [];
-                    revu.on("error", (e) => errors.push(e.code + ": " + e.message));
+                    const { revu, globalRevu, errors } = window.__app;
                     const ids = [];
                     for (let i = 0; i < 5; i++) ids.push(revu.record("npm_event", { i }));
                     await revu.ready;
@@ -162,6 +171,15 @@ def test_bundled_app_delivers_events(installed, tmp_path):
                     return { ids, flushed, errors, status: revu.status(), globalRevu: globalRevu === undefined };
                 }""")
                 assert not errors, errors
+                # Without assetsUrl the module cannot find the assets: ready rejects, named.
+                other = browser.new_context().new_page()
+                other.goto(f"{site.url}/index.html?ingest={ingest.url}")
+                missing = other.evaluate("""async () => {
+                    const { revu, errors } = window.__app;
+                    const id = revu.record("stored_anyway", {});
+                    const outcome = await revu.ready.then(() => "resolved", (e) => "rejected: " + e.message);
+                    return { id, outcome, errors, queued: revu.status().queued };
+                }""")
             finally:
                 browser.close()
         assert result["errors"] == [], result["errors"]
@@ -173,6 +191,10 @@ def test_bundled_app_delivers_events(installed, tmp_path):
         names = {e["event_id"]: e["envelope"]["event"] for e in state["events"]}
         assert all(names[i] == "npm_event" for i in ids)
         assert result["status"]["acked"] >= 5
+        assert missing["outcome"].startswith("rejected: ") and "assetsUrl" in missing["outcome"], missing
+        assert [e.split(":")[0] for e in missing["errors"]] == ["core_unavailable"], missing["errors"]
+        assert "pass assetsUrl to init" in missing["errors"][0]
+        assert isinstance(missing["id"], str) and missing["queued"] == 1, "record() stores without a core"
         # The core's assets came from the copied package, never from elsewhere.
         served = {path for _m, path, status, _enc in site.requests if status == 200}
         manifest = json.loads((public / "revu" / "manifest.json").read_text())
