@@ -50,7 +50,8 @@ const params = new URLSearchParams(location.search);
 window.__app = { revu, globalRevu: window.revu, errors: [] };
 revu.on("error", (e) => window.__app.errors.push(e.code + ": " + e.message));
 const assetsUrl = params.get("assets");
-revu.init({ apiKey: "npm-test", host: params.get("ingest"), ...(assetsUrl ? { assetsUrl } : {}) });
+// tabs: false (every tab its own core) is a shim-only option the core must accept.
+revu.init({ apiKey: "npm-test", host: params.get("ingest"), tabs: false, ...(assetsUrl ? { assetsUrl } : {}) });
 """
 
 
