@@ -770,9 +770,3 @@ export function adoptStub(stub, real) {
   delete stub._q;
   return Object.assign(target, methods);
 }
-
-if (typeof window !== "undefined" && !window.revu?.version) {
-  const script = typeof document !== "undefined" ? document.currentScript : null;
-  const real = createRevu({ scriptUrl: script && script.src ? script.src : undefined });
-  window.revu = window.revu && Array.isArray(window.revu._q) ? adoptStub(window.revu, real) : real;
-}

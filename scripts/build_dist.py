@@ -3,10 +3,14 @@
 
 Outputs:
 
-  dist/revu.js (+ .map)            js_shim/index.js bundled by esbuild as one IIFE classic script,
+  dist/revu.js (+ .map)            js_shim/script.js bundled by esbuild as one IIFE classic script,
                                    with the asset manifest inlined (esbuild --define), so it
                                    fetches nothing to find its assets. Stable name: pages
                                    reference it; serve it with a short cache or revalidation.
+  dist/revu.mjs                    js_shim/module.js bundled as one ES module (unminified: the
+                                   npm package's import entry, bundled again by the app's
+                                   bundler), same manifest inlined; exports `revu` (and default)
+  dist/snippet.min.js              js_shim/snippet.js minified (the copy-paste snippet)
   dist/assets/                     content-hashed, immutable: Pyodide's loader (two checked
                                    patches, see PYODIDE_LOADER_PATCHES), its asm module and wasm,
                                    the trimmed, precompiled stdlib zip (Pyodide's stdlib modules
@@ -29,8 +33,8 @@ Stdlib only; run with any python3 >= 3.9. Building the wheel and downloading the
 use a Python that has pip (and setuptools): $REVU_PYTHON, else .venv/bin/python, else this one.
 
 Environment knobs (for partial builds while the shim is being written):
-  REVU_SHIM_ENTRY=path   bundle this entry instead of js_shim/index.js
-  REVU_SKIP_SHIM=1       build everything but dist/revu.js
+  REVU_SHIM_ENTRY=path   bundle this entry instead of js_shim/script.js (dist/revu.js only)
+  REVU_SKIP_SHIM=1       build everything but dist/revu.js, dist/revu.mjs and the snippet
   REVU_SNAPSHOT=0|1      override SNAPSHOT_DEFAULT (make the memory snapshot or not)
 """
 
@@ -52,7 +56,7 @@ from pathlib import Path
 # Pins. Every file we ship is listed here; bump a version and its sha256 together.
 # --------------------------------------------------------------------------------------
 
-PYODIDE_NPM_VERSION = "314.0.7"  # must equal package.json "dependencies.pyodide"
+PYODIDE_NPM_VERSION = "314.0.7"  # must equal package.json "devDependencies.pyodide" (dist/ ships its files)
 PYODIDE_PYTHON = "3.14"  # the CPython inside that Pyodide; wheels are downloaded for it
 ESBUILD_TARGET = "es2020"
 
@@ -214,20 +218,25 @@ def bundle_shim(out_dir: Path, manifest: dict) -> list[Path]:
     if os.environ.get("REVU_SKIP_SHIM") == "1":
         log("REVU_SKIP_SHIM=1: NOT building dist/revu.js")
         return []
-    entry = Path(os.environ.get("REVU_SHIM_ENTRY") or ROOT / "js_shim" / "index.js").resolve()
+    entry = Path(os.environ.get("REVU_SHIM_ENTRY") or ROOT / "js_shim" / "script.js").resolve()
     if not entry.exists():
         raise BuildError(
-            f"shim entry {entry} does not exist. dist/revu.js is bundled from js_shim/index.js "
+            f"shim entry {entry} does not exist. dist/revu.js is bundled from js_shim/script.js "
             "(set REVU_SHIM_ENTRY=<file> to bundle another entry, or REVU_SKIP_SHIM=1 to build the rest)")
     out = out_dir / "revu.js"
     run([ESBUILD, entry, "--bundle", "--format=iife", "--minify", f"--target={ESBUILD_TARGET}",
          "--sourcemap", "--log-level=warning", *manifest_define(manifest), f"--outfile={out}"],
         "esbuild bundle of the JS shim")
+    # The ES module for bundlers and <script type="module"> (the npm package's "import" entry).
+    module = out_dir / "revu.mjs"
+    run([ESBUILD, ROOT / "js_shim" / "module.js", "--bundle", "--format=esm", f"--target={ESBUILD_TARGET}",
+         "--log-level=warning", *manifest_define(manifest), f"--outfile={module}"],
+        "esbuild ES module bundle of the JS shim")
     # The copy-paste snippet (README), minified; the e2e tests run this very file.
     snippet = out_dir / "snippet.min.js"
     run([ESBUILD, ROOT / "js_shim" / "snippet.js", "--minify", f"--target={ESBUILD_TARGET}", "--log-level=warning",
          f"--outfile={snippet}"], "esbuild minify of the snippet")
-    return [out, out.with_name("revu.js.map"), snippet]
+    return [out, out.with_name("revu.js.map"), module, snippet]
 
 
 def bundle_worker(out_dir: Path) -> dict:
