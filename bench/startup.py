@@ -20,6 +20,9 @@ load of a shared machine weighs on each alike; the load average is printed with 
     .venv/bin/python bench/startup.py --variants           # builds and compares: no snapshot,
                                                            # snapshot (build/bench/...)
     .venv/bin/python bench/startup.py --dist A --dist B --runs 9 --json
+    .venv/bin/python bench/startup.py --snapshot-cache      # dist/: cold, warm (HTTP cache only,
+                                                           # snapshotCache: false), warm from the
+                                                           # browser-made cached snapshot, interleaved
 
 Not a test: nothing here passes or fails. Targets (issue "Off the main thread and at the
 platform's floor"): cold <= 1.0 s, warm <= 0.6 s, cold transfer <= 4 MB, warm 0 bytes.
@@ -28,6 +31,7 @@ platform's floor"): cold <= 1.0 s, warm <= 0.6 s, cold transfer <= 4 MB, warm 0 
 from __future__ import annotations
 
 import argparse
+import time
 import contextlib
 import json
 import os
@@ -63,7 +67,8 @@ PAGE = """<!doctype html>
 <script src="/revu/revu.js"></script>
 <script>
   const ingest = new URLSearchParams(location.search).get("ingest");
-  revu.init({ apiKey: "bench", host: ingest, flushIntervalMs: 3600000, storage: "memory" });
+  const snapshotCache = new URLSearchParams(location.search).get("snap") !== "0";
+  revu.init({ apiKey: "bench", host: ingest, flushIntervalMs: 3600000, storage: "memory", snapshotCache });
   revu.ready.then(
     () => { window.__readyMs = performance.now() - window.__t0; },
     (e) => { window.__failed = String(e); });
@@ -189,6 +194,57 @@ def measure_all(browser, dists: list[Path], runs: int, worker: bool = False) -> 
     return [summarize(dist, runs, c, w) for dist, c, w in zip(dists, cold, warm)]
 
 
+def _snapshot_cached(page) -> bool:
+    return bool(page.evaluate("""(async () => {
+        const c = await caches.open("revu-core-snapshot-v1");
+        return (await c.keys()).length > 0;
+    })()"""))
+
+
+def measure_snapshot_cache(browser, dist: Path, runs: int) -> dict:
+    """Three kinds of load of one dist/, interleaved: cold (fresh context), warm with the
+    HTTP cache only (snapshotCache: false, so no snapshot is made or read), and warm
+    from the snapshot the browser cached after an earlier visit."""
+    with contextlib.ExitStack() as stack:
+        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="revu-bench-")))
+        (tmp / "index.html").write_text(PAGE)
+        ingest = stack.enter_context(IngestServer())
+        site = stack.enter_context(StaticServer({"/": tmp, "/revu/": dist}))
+        url = f"{site.url}/index.html?ingest={ingest.url}"
+        http_ctx = stack.enter_context(_closing(browser.new_context()))
+        snap_ctx = stack.enter_context(_closing(browser.new_context()))
+        for _ in range(2):
+            load_once(http_ctx, url + "&snap=0", dwell_ms=WARMUP_DWELL_MS)
+        # The first visit makes the snapshot after ready (a nested Worker): keep the page
+        # open until it is in Cache Storage.
+        page = snap_ctx.new_page()
+        page.goto(url)
+        deadline = time.monotonic() + 120
+        while not _snapshot_cached(page):  # page.evaluate awaits the promise; wait_for_function would not
+            if time.monotonic() > deadline:
+                raise RuntimeError("no snapshot was cached within 120 s of the first visit")
+            page.wait_for_timeout(250)
+        page.wait_for_timeout(WARMUP_DWELL_MS)
+        page.close()
+        rows: dict[str, list[dict]] = {"cold": [], "warm_http": [], "warm_snapshot": []}
+        for _ in range(runs):
+            context = browser.new_context()
+            try:
+                rows["cold"].append(load_once(context, url))
+            finally:
+                context.close()
+            rows["warm_http"].append(load_once(http_ctx, url + "&snap=0"))
+            rows["warm_snapshot"].append(load_once(snap_ctx, url))
+        restored = [("snapshot-restored" in r["marks"]) for r in rows["warm_snapshot"]]
+        out = {"dist": str(dist), "runs": runs, "load_average": os.getloadavg(), "restored": restored}
+        for key, got in rows.items():
+            out[f"{key}_ready_ms"] = round(statistics.median(r["ready_ms"] for r in got))
+            out[f"{key}_ready_ms_all"] = [round(r["ready_ms"]) for r in got]
+            out[f"{key}_bytes"] = int(statistics.median(r["bytes"] for r in got))
+            out[f"{key}_longest_task_ms"] = round(statistics.median(r["longest_task_ms"] for r in got))
+        return out
+
+
 @contextlib.contextmanager
 def _closing(context):
     try:
@@ -214,6 +270,8 @@ def main() -> None:
     ap.add_argument("--variants", action="store_true", help="build and compare with and without the memory snapshot")
     ap.add_argument("--runs", type=int, default=5, help="cold loads and warm loads per folder (default 5)")
     ap.add_argument("--json", action="store_true", help="print one JSON line per folder")
+    ap.add_argument("--snapshot-cache", action="store_true",
+                    help="cold / warm (HTTP cache only) / warm from the browser's cached snapshot, for dist/")
     ap.add_argument("--worker", action="store_true",
                     help="start the core with js_shim/core/load_core.js in a module Worker instead of revu.js "
                          "(bytes are then not counted: the page's CDP session does not see the Worker's requests)")
@@ -228,6 +286,23 @@ def main() -> None:
 
     from playwright.sync_api import sync_playwright
 
+    if args.snapshot_cache:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+            try:
+                r = measure_snapshot_cache(browser, targets[0][1], args.runs)
+            finally:
+                browser.close()
+        if args.json:
+            print(json.dumps(r))
+            return
+        la = ", ".join(f"{x:.1f}" for x in r["load_average"])
+        print(f"revu start-up, {targets[0][1]}, medians of {args.runs} interleaved loads (load average {la}):")
+        for key, label in (("cold", "cold"), ("warm_http", "warm, HTTP cache only"), ("warm_snapshot", "warm, cached snapshot")):
+            print(f"  {label:<24}{r[key + '_ready_ms']:>6} ms  {r[key + '_bytes']:>10,} B  longest task "
+                  f"{r[key + '_longest_task_ms']} ms  all: {r[key + '_ready_ms_all']}")
+        print(f"  restored from the cached snapshot: {r['restored']}")
+        return
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         try:

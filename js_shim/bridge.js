@@ -41,11 +41,12 @@ function createWorker(url) {
 /**
  * Start the core's Worker and load Pyodide + revu in it.
  * @param {string} assetsUrl  URL of the folder holding revu.js, ending in "/"
- * @param {{timeoutMs?: number}} [options]
+ * @param {{timeoutMs?: number, snapshotCache?: boolean}} [options]  snapshotCache: false never reads or writes
+ *   the Worker's cached memory snapshot (docs/serving.md)
  * @returns {Promise<Core & {terminate: () => void}>}
  * @throws {Error} with a message naming what failed
  */
-export async function loadCore(assetsUrl, { timeoutMs = 60000, manifest = MANIFEST } = {}) {
+export async function loadCore(assetsUrl, { timeoutMs = 60000, manifest = MANIFEST, snapshotCache = true } = {}) {
   if (!manifest || !manifest.worker || typeof manifest.worker.path !== "string") {
     throw new Error("no asset manifest (revu.js was built without one: run the build, scripts/build_dist.py)");
   }
@@ -105,7 +106,14 @@ export async function loadCore(assetsUrl, { timeoutMs = 60000, manifest = MANIFE
   };
 
   try {
-    await call("load", { assetsUrl, manifest, timeoutMs }, timeoutMs + 1000);
+    const loaded = await call("load", { assetsUrl, manifest, timeoutMs, snapshotCache }, timeoutMs + 1000);
+    if (loaded && loaded.restored) {
+      try {
+        performance.mark("revu:core:snapshot-restored");
+      } catch {
+        // marks are diagnostics only
+      }
+    }
   } catch (err) {
     worker.terminate();
     throw err;

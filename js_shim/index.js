@@ -70,6 +70,7 @@ function readInitOptions(options) {
   if (opts.storage !== undefined && opts.storage !== "memory" && opts.storage !== "localStorage") throw bad('storage must be "localStorage" or "memory"');
   if (opts.assetsUrl !== undefined && typeof opts.assetsUrl !== "string") throw bad("assetsUrl must be a string");
   if (opts.tabs !== undefined && typeof opts.tabs !== "boolean") throw bad("tabs must be true or false");
+  if (opts.snapshotCache !== undefined && typeof opts.snapshotCache !== "boolean") throw bad("snapshotCache must be true or false");
   return opts;
 }
 
@@ -335,7 +336,7 @@ export function createRevu(env = {}) {
       } catch (_) {
         throw new InputError("invalid_options", `revu.init: assetsUrl ${JSON.stringify(String(base).slice(0, 100))} is not a URL`);
       }
-      const core = await (env.loadCore ?? loadCore)(assetsUrl, { timeoutMs: START_TIMEOUT_MS });
+      const core = await (env.loadCore ?? loadCore)(assetsUrl, { timeoutMs: START_TIMEOUT_MS, snapshotCache: options.snapshotCache !== false });
       const coreOptions = { ...options, consent: queue.consent === UNKNOWN_CONSENT ? "denied" : queue.consent };
       const started = JSON.parse(await core.start(JSON.stringify(coreOptions)));
       if (!started.ok) throw new InputError("invalid_options", `revu.init: ${started.error}`);

@@ -68,13 +68,15 @@ export class CoreLoadError extends Error {
  * @param {typeof fetch} [opts.fetchImpl]  defaults to globalThis.fetch (Node's smoke check passes a file reader)
  * @param {number} [opts.timeoutMs]  per asset, default DEFAULT_TIMEOUT_MS; also bounds the interpreter's start once every asset is in
  * @param {boolean} [opts.useSnapshot]  use the manifest's memory snapshot when it has one (default true)
+ * @param {Promise<Uint8Array>|null} [opts.snapshotBytes]  a snapshot (with its revu header) from elsewhere, e.g. the
+ *   Worker's cache; used instead of the manifest's; a bad one fails the load with CoreLoadError("snapshot")
  * @param {object} [opts.pyodideOptions]  extra loadPyodide options (build tools only, e.g. `_makeSnapshot`)
  * @returns {Promise<{pyodide: any, bridge: any}>}  `bridge` is a `revu.Bridge()` PyProxy: `start(str) -> str`, `handle(str) -> str`
  * @throws {CoreLoadError} naming the asset and the cause (HTTP status, wrong type, network error, timeout,
  *   failed compile, corrupt file, Python start-up failure); it never hangs
  */
 export async function loadPythonCore({
-  assetsUrl, manifest, fetchImpl, timeoutMs = DEFAULT_TIMEOUT_MS, useSnapshot = true, pyodideOptions = {},
+  assetsUrl, manifest, fetchImpl, timeoutMs = DEFAULT_TIMEOUT_MS, useSnapshot = true, snapshotBytes = null, pyodideOptions = {},
 } = /** @type {any} */ ({})) {
   const fetcher = fetchImpl ?? (typeof fetch === "function" ? fetch.bind(globalThis) : null);
   if (!fetcher) throw new CoreLoadError("manifest", "revu: no fetch() in this environment to load the Python core");
@@ -110,7 +112,9 @@ export async function loadPythonCore({
   const asmP = watched(importAsset(ctx, "asm", url("asm")).then(done("asm")));
   const wasmP = watched(compileWasm(ctx, url("wasm")).then(done("wasm")));
   const stdlibP = watched(fetchBytes(ctx, "stdlib", url("stdlib")).then((bytes) => checkZip(bytes, url("stdlib"))).then(done("stdlib")));
-  const snapshotP = snapshotEntry
+  const snapshotP = snapshotBytes
+    ? watched(Promise.resolve(snapshotBytes).then((bytes) => unwrapSnapshot(bytes, "cached snapshot", assets.stdlib.sha256)).then(done("snapshot")))
+    : snapshotEntry
     ? watched(fetchBytes(ctx, "snapshot", url("snapshot"))
       .then((bytes) => unwrapSnapshot(bytes, url("snapshot"), assets.stdlib.sha256)).then(done("snapshot")))
     : null;
@@ -353,8 +357,23 @@ function checkZip(bytes, assetUrl) {
   return bytes;
 }
 
+/**
+ * Put the revu header (magic, stdlib zip sha256) in front of Pyodide's snapshot.
+ * @param {Uint8Array} body  pyodide.makeMemorySnapshot()
+ * @param {string} stdlibSha256
+ * @returns {Uint8Array}
+ */
+export function wrapSnapshot(body, stdlibSha256) {
+  if (!/^[0-9a-f]{64}$/.test(stdlibSha256 ?? "")) throw new CoreLoadError("manifest", "revu: the manifest has no sha256 for the stdlib zip");
+  const out = new Uint8Array(SNAPSHOT_HEADER_BYTES + body.length);
+  new TextEncoder().encodeInto(`${SNAPSHOT_MAGIC}${stdlibSha256}`, out);
+  out.set(body, SNAPSHOT_HEADER_BYTES);
+  return out;
+}
+
 /** Check the snapshot header against the stdlib zip it must be used with; return Pyodide's part. */
 function unwrapSnapshot(bytes, assetUrl, stdlibSha256) {
+  if (!(bytes instanceof Uint8Array)) throw new CoreLoadError("snapshot", `revu: ${assetUrl} (snapshot) is not bytes`);
   const head = new TextDecoder().decode(bytes.subarray(0, SNAPSHOT_HEADER_BYTES));
   if (bytes.length <= SNAPSHOT_HEADER_BYTES || !head.startsWith(SNAPSHOT_MAGIC)) {
     throw new CoreLoadError("snapshot", `revu: ${assetUrl} (snapshot) is not a revu memory snapshot (starts with ${hex(bytes.subarray(0, 8))})`);

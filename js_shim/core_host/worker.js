@@ -3,7 +3,12 @@
 // `{id, op, payload}` and are answered `{id, ok, result | error}`; facts and
 // commands stay JSON strings, exactly as on the main thread before.
 //
-//   op "load"   {assetsUrl, manifest, timeoutMs}  load Pyodide + revu -> true
+//   op "load"   {assetsUrl, manifest, timeoutMs, snapshotCache}  load Pyodide + revu
+//                            -> {restored}: true when it started from the snapshot cached
+//                            by an earlier visit (see "snapshot cache" below)
+//   op "makeSnapshot" {assetsUrl, manifest, timeoutMs, key}  (only in the throwaway
+//                            nested Worker) a clean Pyodide + `import revu`, its memory
+//                            snapshot gzipped into Cache Storage under `key` -> bytes stored
 //   op "start"  optionsJson  Bridge.start                 -> JSON string
 //   op "handle" factsJson    Bridge.handle                -> JSON string, or the
 //                            parsed commands when a `send` asked for gzip: its
@@ -11,7 +16,143 @@
 //                            the page's main thread) and travels as
 //                            `body_bytes` (an ArrayBuffer, transferred).
 
-import { loadPythonCore } from "../core/load_core.js";
+import { CoreLoadError, loadPythonCore, wrapSnapshot } from "../core/load_core.js";
+
+// ---------------------------------------------------------------------------- snapshot cache
+// A returning visitor starts from a memory snapshot this browser made after its first
+// start, instead of starting Python (docs/serving.md, "Start-up cost"). A snapshot
+// must be taken at a clean point, before any page state exists in the interpreter
+// (Pyodide's makeMemorySnapshot needs `_makeSnapshot` from the start, and the live
+// core holds the page's options and queue), so it is made by a throwaway nested Worker
+// that starts its own Pyodide, imports revu, snapshots and is terminated: its memory
+// goes with it. It runs SNAPSHOT_DELAY_MS after ready, off the page's and this
+// Worker's threads. Stored gzipped in Cache Storage under a key naming the Pyodide
+// version, the stdlib zip's sha256 and this Worker's file, so a new build never
+// restores an old snapshot. Anything wrong with a cached snapshot (a missing or bad
+// entry, a failed gunzip, a header for another zip, Pyodide refusing it) deletes it and
+// starts normally: the cache can make a start faster, never fail it.
+
+const SNAPSHOT_CACHE = "revu-core-snapshot-v1";
+const SNAPSHOT_DELAY_MS = 2000;
+
+function debug(...args) {
+  try {
+    console.debug("revu: snapshot cache:", ...args);
+  } catch {
+    // logging only
+  }
+}
+
+/** @returns {string|null} the Request URL the snapshot is cached under, null when there is no Cache Storage */
+function snapshotKey(payload) {
+  const { manifest, assetsUrl } = payload;
+  if (typeof caches === "undefined" || typeof CompressionStream !== "function" || typeof DecompressionStream !== "function") return null;
+  const sha = manifest.assets?.stdlib?.sha256;
+  if (!/^[0-9a-f]{64}$/.test(sha ?? "")) return null;
+  const workerFile = String(manifest.worker?.path ?? "worker").split("/").pop();
+  return new URL(`revu-core-snapshot/${encodeURIComponent(manifest.pyodide ?? "pyodide")}/${sha}/${encodeURIComponent(workerFile)}`, payload.assetsUrl).href;
+}
+
+/** @returns {Promise<{bytes: Promise<Uint8Array>}|null>} the cached snapshot's bytes (a promise: gunzip runs while assets load), or null */
+async function readCached(key) {
+  const cache = await caches.open(SNAPSHOT_CACHE);
+  const response = await cache.match(key);
+  if (!response || !response.body) return null;
+  const bytes = new Response(response.body.pipeThrough(new DecompressionStream("gzip"))).arrayBuffer().then((b) => new Uint8Array(b));
+  bytes.catch(() => {}); // reported by loadPythonCore as a CoreLoadError("snapshot")
+  return { bytes };
+}
+
+async function dropCached(key) {
+  try {
+    await (await caches.open(SNAPSHOT_CACHE)).delete(key);
+  } catch (err) {
+    debug("could not delete", key, err);
+  }
+}
+
+/** Load the core, from the cached snapshot when there is a good one. */
+async function loadWithCache(payload) {
+  const opts = { assetsUrl: payload.assetsUrl, manifest: payload.manifest, timeoutMs: payload.timeoutMs };
+  const key = payload.snapshotCache === false ? null : snapshotKey(payload);
+  if (key) {
+    let cached = null;
+    try {
+      cached = await readCached(key);
+    } catch (err) {
+      debug("cannot read Cache Storage", err);
+    }
+    if (cached) {
+      try {
+        const loaded = await loadPythonCore({
+          ...opts,
+          useSnapshot: false,
+          snapshotBytes: cached.bytes.catch((err) => {
+            throw new CoreLoadError("snapshot", `revu: the cached snapshot could not be read (${err && err.name}: ${err && err.message})`, err);
+          }),
+        });
+        debug("restored", key);
+        return { loaded, restored: true };
+      } catch (err) {
+        debug("restore failed, starting normally:", err && err.message);
+        if (!err || err.asset === "snapshot" || err.asset === "python" || err.asset === "stdlib") await dropCached(key);
+      }
+    }
+  }
+  const loaded = await loadPythonCore(opts);
+  if (key) setTimeout(() => makeInNestedWorker({ ...opts, key }), SNAPSHOT_DELAY_MS);
+  return { loaded, restored: false };
+}
+
+let making = false;
+function makeInNestedWorker(payload) {
+  if (making || typeof Worker !== "function") return;
+  making = true;
+  let nested;
+  try {
+    nested = new Worker(import.meta.url, { type: "module", name: "revu-core-snapshot" });
+  } catch (err) {
+    debug("no nested Worker here:", err && err.message);
+    return;
+  }
+  const began = performance.now();
+  const done = (what) => {
+    debug(`${what} (${Math.round(performance.now() - began)} ms in the nested Worker)`);
+    nested.terminate();
+  };
+  const timer = setTimeout(() => done("making the snapshot timed out"), payload.timeoutMs * 2);
+  nested.onmessage = (event) => {
+    clearTimeout(timer);
+    const { ok, result, error } = event.data || {};
+    done(ok ? `stored ${result} bytes (gzip)` : `not stored: ${error}`);
+  };
+  nested.onerror = (event) => {
+    event.preventDefault();
+    clearTimeout(timer);
+    done(`the nested Worker failed: ${event.message}`);
+  };
+  nested.postMessage({ id: 1, op: "makeSnapshot", payload });
+}
+
+/** In the nested Worker: a clean interpreter with revu imported, snapshotted into the cache. */
+async function makeSnapshot(payload) {
+  const { pyodide, bridge } = await loadPythonCore({
+    assetsUrl: payload.assetsUrl, manifest: payload.manifest, timeoutMs: payload.timeoutMs,
+    useSnapshot: false, pyodideOptions: { _makeSnapshot: true },
+  });
+  bridge.destroy();
+  pyodide.runPython("import gc; gc.collect()");
+  const raw = wrapSnapshot(pyodide.makeMemorySnapshot(), payload.manifest.assets.stdlib.sha256);
+  const gz = await new Response(new Blob([raw]).stream().pipeThrough(new CompressionStream("gzip"))).arrayBuffer();
+  try {
+    const cache = await caches.open(SNAPSHOT_CACHE);
+    await cache.put(payload.key, new Response(gz, { headers: { "Content-Type": "application/octet-stream" } }));
+  } catch (err) {
+    // Quota exceeded, storage disabled: a later visit just starts normally.
+    return `0 (${err && err.name}: ${err && err.message})`;
+  }
+  return gz.byteLength;
+}
 
 /**
  * Compress the bodies of the sends that ask for it.
@@ -45,10 +186,10 @@ let loading = null;
 async function run(op, payload) {
   switch (op) {
     case "load":
-      loading = loading ?? loadPythonCore({ assetsUrl: payload.assetsUrl, manifest: payload.manifest, timeoutMs: payload.timeoutMs })
-        .then((loaded) => {
+      loading = loading ?? loadWithCache(payload)
+        .then(({ loaded, restored }) => {
           bridge = loaded.bridge;
-          return true;
+          return { restored };
         });
       try {
         return await loading;
@@ -56,6 +197,8 @@ async function run(op, payload) {
         loading = null; // a later "load" (the network came back) tries again
         throw err;
       }
+    case "makeSnapshot":
+      return makeSnapshot(payload);
     case "start":
       if (!bridge) throw new Error("the core is not loaded");
       return String(bridge.start(payload));

@@ -26,7 +26,7 @@ KEEPALIVE_BUDGET_BYTES = 60_000
 MAX_DRAIN_BATCH_BYTES = 1_000_000
 
 # Options that only the shim reads; the core accepts and ignores them.
-_SHIM_OPTIONS = frozenset({"storage", "storageKey", "assetsUrl", "tabs"})
+_SHIM_OPTIONS = frozenset({"storage", "storageKey", "assetsUrl", "tabs", "snapshotCache"})
 
 # What capture accepts (the trust boundary for page input). Fixed, not options:
 # they bound what any record can hold, so that storage, the core and the wire

@@ -15,7 +15,8 @@ def test_host_trailing_slash():
 
 
 def test_shim_only_options_are_accepted():
-    Config.from_options({"apiKey": "k", "storage": "memory", "storageKey": "a", "assetsUrl": "/revu/", "tabs": False})
+    Config.from_options({"apiKey": "k", "storage": "memory", "storageKey": "a", "assetsUrl": "/revu/",
+                         "tabs": False, "snapshotCache": False})
 
 
 @pytest.mark.parametrize(("options", "message"), [
