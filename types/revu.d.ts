@@ -82,6 +82,11 @@ export interface RevuOptions {
   assetsUrl?: string;
   /** One core per origin (a leader tab) when true; every tab its own core when false. Default true. */
   tabs?: boolean;
+  /**
+   * Keep a memory snapshot of the started core in Cache Storage, so that a
+   * returning visitor starts from it (about twice as fast). Default true.
+   */
+  snapshotCache?: boolean;
 }
 
 /** `revu.record()` options. */
