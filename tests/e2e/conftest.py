@@ -1,5 +1,12 @@
 """End-to-end fixtures: the reference ingest server, a static server for the
-test pages and dist/, and Debian's Chromium driven by Playwright.
+test pages and dist/, and a browser of each engine: Debian's Chromium
+(Playwright) and Debian's Firefox ESR (WebDriver BiDi), behind one facade
+(tests/e2e/harness, docs/browsers.md).
+
+Every test that uses ``browser`` or ``context`` runs once per engine; its id
+names the engine (``test_wire_format[firefox]``). ``REVU_E2E_ENGINES=firefox``
+(a comma list) runs a subset. One browser per engine per session, a fresh
+context (Chromium: BrowserContext, Firefox: user context) per test.
 
 The page (http://127.0.0.1:<site port>) and the ingest server
 (http://127.0.0.1:<ingest port>) are different origins, as in production,
@@ -9,7 +16,6 @@ so every request is a real CORS request.
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -21,11 +27,7 @@ sys.path.insert(0, str(ROOT))
 from demo.ingest_server import IngestServer  # noqa: E402
 from demo.static_server import StaticServer  # noqa: E402
 
-CHROMIUM = os.environ.get("REVU_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-]
+from harness import launch, selected_engines  # noqa: E402
 FIGURES: list[dict] = []
 
 
@@ -47,14 +49,16 @@ def site():
     server.stop()
 
 
-@pytest.fixture(scope="session")
-def browser():
-    from playwright.sync_api import sync_playwright
+def pytest_generate_tests(metafunc):
+    if "engine" in metafunc.fixturenames:
+        metafunc.parametrize("engine", selected_engines(), scope="session")
 
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
+
+@pytest.fixture(scope="session")
+def browser(engine):
+    browser = launch(engine)
+    yield browser
+    browser.close()
 
 
 @pytest.fixture
@@ -68,7 +72,7 @@ def context(browser, ingest):
 @pytest.fixture
 def figures(request):
     """Record the figures a test proves (sent, received, duplicates)."""
-    entry = {"test": request.node.name}
+    entry = {"test": request.node.name}  # the name carries the engine: test_x[firefox]
     FIGURES.append(entry)
     return entry
 
