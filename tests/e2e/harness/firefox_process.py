@@ -50,6 +50,11 @@ PREFS: dict[str, object] = {
     "browser.search.update": False,
     "browser.search.geoip.url": _OFF,
     "media.gmp-manager.url": _OFF,
+    "media.gmp-manager.updateEnabled": False,
+    "media.gmp-manager.chromium-update-url": _OFF,  # Widevine straight from Google's updater
+    "media.gmp-widevinecdm.allow-chromium-update": False,
+    "media.gmp-widevinecdm.visible": False,
+    "media.eme.enabled": False,
     "media.gmp-gmpopenh264.enabled": False,
     "media.gmp-widevinecdm.enabled": False,
     # Telemetry, data reporting, crash reports, studies, experiments (Normandy, Nimbus).
@@ -213,7 +218,7 @@ class FirefoxProcess:
         prefs.update(extra_prefs or {})
         (self.profile / "user.js").write_text(_user_js(prefs))
         self.stderr_tail: list[str] = []
-        env = dict(os.environ, MOZ_CRASHREPORTER_DISABLE="1", MOZ_CRASHREPORTER_SHUTDOWN="1",
+        env = dict(os.environ, MOZ_CRASHREPORTER_DISABLE="1",
                    MOZ_DISABLE_AUTO_SAFE_MODE="1",
                    # Release builds ignore services.settings.server unless one of these is set
                    # (services-settings/Utils.sys.mjs); the first also refuses any direct
