@@ -1,9 +1,18 @@
 """A small static file server for the demo page and the built SDK.
 
-Maps URL prefixes to directories (the longest prefix wins), serves the MIME
-types Pyodide needs (``application/wasm`` above all: streaming compilation
-refuses anything else), and never lets the browser cache, so a rebuilt
-``dist/`` is picked up on reload.
+Maps URL prefixes to directories (the longest prefix wins) and serves ``dist/``
+the way docs/serving.md asks a production server to:
+
+- the MIME types Pyodide needs (``application/wasm`` above all: streaming
+  compilation refuses anything else; ``text/javascript`` for ``.mjs``);
+- the precompressed copy ``FILE.br`` or ``FILE.gz`` when the request's
+  ``Accept-Encoding`` allows it (brotli first), with ``Content-Encoding`` and
+  ``Vary: Accept-Encoding``;
+- ``Cache-Control: public, max-age=31536000, immutable`` for content-hashed
+  names (``name.<16 hex>.ext``), ``no-cache`` for everything else (revu.js,
+  pages), so a rebuilt ``dist/`` is picked up on the next load;
+- ``ETag`` and ``Last-Modified``, answering ``If-None-Match`` /
+  ``If-Modified-Since`` with 304.
 
     python demo/static_server.py --port 8000 / demo/site /revu/ dist
 """
@@ -11,8 +20,11 @@ refuses anything else), and never lets the browser cache, so a rebuilt
 from __future__ import annotations
 
 import argparse
+import collections
+import email.utils
 import mimetypes
 import os
+import re
 import shutil
 import sys
 import threading
@@ -27,7 +39,7 @@ try:
 except ImportError:  # run as a script: demo/ itself is on sys.path
     from _http import DemoHTTPServer, ServerLifecycle  # type: ignore[no-redef]
 
-__all__ = ["StaticServer", "MIME_TYPES", "content_type_for", "main"]
+__all__ = ["StaticServer", "MIME_TYPES", "content_type_for", "cache_control_for", "pick_encoding", "main"]
 
 MIME_TYPES: dict[str, str] = {
     ".html": "text/html; charset=utf-8",
@@ -40,7 +52,8 @@ MIME_TYPES: dict[str, str] = {
     ".map": "application/json",
     ".wasm": "application/wasm",
     ".whl": "application/octet-stream",
-    ".zip": "application/octet-stream",
+    ".zip": "application/zip",
+    ".snapshot": "application/octet-stream",
     ".tar": "application/octet-stream",
     ".data": "application/octet-stream",
     ".txt": "text/plain; charset=utf-8",
@@ -64,6 +77,55 @@ def content_type_for(path: str | os.PathLike[str]) -> str:
         return MIME_TYPES[suffix]
     guessed, _ = _FALLBACK_TYPES.guess_type(Path(path).name, strict=True)
     return guessed or "application/octet-stream"
+
+
+# A content-hashed name, as scripts/build_dist.py writes them: name.<16 hex>.ext
+_HASHED = re.compile(r"\.[0-9a-f]{16}\.[A-Za-z0-9]+$")
+IMMUTABLE = "public, max-age=31536000, immutable"
+REVALIDATE = "no-cache"
+
+# Precompressed copies we look for, in order of preference.
+_ENCODINGS = (("br", ".br"), ("gzip", ".gz"))
+
+
+def cache_control_for(path: str | os.PathLike[str]) -> str:
+    """``immutable`` for content-hashed names, revalidation for the rest."""
+    return IMMUTABLE if _HASHED.search(Path(path).name) else REVALIDATE
+
+
+def _accepted(header: str) -> dict[str, float]:
+    """Accept-Encoding as {coding: q}; malformed q-values count as 0."""
+    out: dict[str, float] = {}
+    for part in header.split(","):
+        fields = [f.strip() for f in part.split(";")]
+        coding = fields[0].lower()
+        if not coding:
+            continue
+        q = 1.0
+        for param in fields[1:]:
+            name, _, value = param.partition("=")
+            if name.strip().lower() == "q":
+                try:
+                    q = float(value)
+                except ValueError:
+                    q = 0.0
+        out[coding] = q
+    return out
+
+
+def pick_encoding(accept_encoding: str | None, available: set[str]) -> str | None:
+    """The content coding to send: ``br`` before ``gzip`` among those the client
+    accepts (q > 0, ``*`` included) and we have a copy of; None for identity."""
+    if not accept_encoding or not available:
+        return None
+    accepted = _accepted(accept_encoding)
+    for coding, _suffix in _ENCODINGS:
+        if coding not in available:
+            continue
+        q = accepted.get(coding, accepted.get("*", 0.0))
+        if q > 0:
+            return coding
+    return None
 
 
 def _normalize_prefix(prefix: str) -> str:
@@ -113,6 +175,8 @@ class StaticServer(ServerLifecycle):
         self._httpd: _HTTPServer | None = None
         self._thread: threading.Thread | None = None
         self._stopped = False
+        # (method, path, status, content coding) of the last requests, for tests.
+        self.requests: collections.deque[tuple[str, str, int, str | None]] = collections.deque(maxlen=1000)
 
     def start(self) -> "StaticServer":
         """Bind and serve in a daemon thread. Returns self."""
@@ -180,11 +244,17 @@ class _StaticHandler(BaseHTTPRequestHandler):
     timeout = 60
     server: _HTTPServer
 
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        coding = getattr(self, "_coding", None)
+        self.server.app.requests.append((self.command, self.path, int(code) if str(code).isdigit() else 0, coding))
+        super().log_request(code, size)
+
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (stdlib signature)
         if self.server.app.verbose:
             super().log_message(format, *args)
 
     def do_GET(self) -> None:
+        self._coding: str | None = None
         self._discard_body()
         url = urlsplit(self.path)
         try:
@@ -218,8 +288,8 @@ class _StaticHandler(BaseHTTPRequestHandler):
         elif length or "chunked" in self.headers.get("Transfer-Encoding", "").lower():
             self.close_connection = True
 
-    def _common_headers(self) -> None:
-        self.send_header("Cache-Control", "no-store")
+    def _common_headers(self, cache_control: str = "no-store") -> None:
+        self.send_header("Cache-Control", cache_control)
         self.send_header("X-Content-Type-Options", "nosniff")
         self.send_header("Access-Control-Allow-Origin", "*")
         for name, value in self.server.app.headers.items():
@@ -238,17 +308,39 @@ class _StaticHandler(BaseHTTPRequestHandler):
             self.wfile.write(body)
 
     def _send_file(self, path: Path) -> None:
+        variants = {coding: Path(f"{path}{suffix}") for coding, suffix in _ENCODINGS}
+        available = {coding for coding, p in variants.items() if p.is_file()}
+        coding = pick_encoding(self.headers.get("Accept-Encoding"), available)
+        served = variants[coding] if coding else path
+        self._coding = coding
         try:
-            handle = open(path, "rb")
+            handle = open(served, "rb")
         except OSError:
             self._send_text(404, f"404 not found: {self.path}\n")
             return
         with handle:
-            size = os.fstat(handle.fileno()).st_size
+            stat = os.fstat(handle.fileno())
+            # One validator per representation: the br, gzip and identity bodies differ.
+            etag = f'"{stat.st_size:x}-{stat.st_mtime_ns:x}{"-" + coding if coding else ""}"'
+            last_modified = email.utils.formatdate(stat.st_mtime, usegmt=True)
+            headers = {"ETag": etag, "Last-Modified": last_modified}
+            if available:
+                headers["Vary"] = "Accept-Encoding"
+            if self._not_modified(etag, stat.st_mtime):
+                self.send_response(304)
+                for name, value in headers.items():
+                    self.send_header(name, value)
+                self._common_headers(cache_control_for(path))
+                self.end_headers()
+                return
             self.send_response(200)
             self.send_header("Content-Type", content_type_for(path))
-            self.send_header("Content-Length", str(size))
-            self._common_headers()
+            if coding:
+                self.send_header("Content-Encoding", coding)
+            self.send_header("Content-Length", str(stat.st_size))
+            for name, value in headers.items():
+                self.send_header(name, value)
+            self._common_headers(cache_control_for(path))
             self.end_headers()
             if self.command != "HEAD":
                 try:
@@ -256,9 +348,27 @@ class _StaticHandler(BaseHTTPRequestHandler):
                 except (BrokenPipeError, ConnectionResetError):
                     self.close_connection = True
 
+    def _not_modified(self, etag: str, mtime: float) -> bool:
+        """RFC 9110 13.1.1-13.1.3: If-None-Match wins over If-Modified-Since."""
+        if_none_match = self.headers.get("If-None-Match")
+        if if_none_match is not None:
+            tags = [t.strip() for t in if_none_match.split(",")]
+            weak_free = {t[2:] if t.startswith("W/") else t for t in tags}
+            return "*" in weak_free or etag in weak_free
+        since = self.headers.get("If-Modified-Since")
+        if since:
+            try:
+                when = email.utils.parsedate_to_datetime(since)
+            except (TypeError, ValueError):
+                return False
+            if when is None or when.tzinfo is None:
+                return False
+            return int(mtime) <= int(when.timestamp())
+        return False
+
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="serve directories under URL prefixes (no caching)")
+    parser = argparse.ArgumentParser(description="serve directories under URL prefixes (see the module docstring)")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--verbose", action="store_true")

@@ -1,5 +1,15 @@
 // fact -> core -> commands -> outcome facts. No policy: every decision comes
 // from the core; this file only carries commands out and reports back.
+//
+// No fact is lost silently. Facts wait in `pending` until the core takes them;
+// one that cannot be encoded is reported (`bad_fact`) and the others go on. If
+// the core itself fails (Pyodide died, the Worker is gone, it answered
+// garbage, or it sent `halt`), the driver reports `core_unavailable` once,
+// settles every pending flush false, makes later flushes resolve false at
+// once, and tells the page wiring (`onCoreLost`), which falls back to capture
+// and the terminal beacon by the published rules. Facts that arrive after
+// that are counted (`unhandled`) and dropped: what they were about (stored
+// records) stays in storage for the next page's core.
 
 /** @typedef {import("./types.js").Fact} Fact */
 /** @typedef {import("./types.js").Command} Command */
@@ -8,7 +18,7 @@
 export class Driver {
   /**
    * @param {{
-   *   capture: import("./capture.js").Capture,
+   *   queue: import("./queue_store.js").QueueStore,
    *   emitter: import("./emitter.js").Emitter,
    *   log: (level: string, message: string, extra?: unknown) => void,
    *   clock: {nowMs: () => number, jitter: () => number, soon: (fn: () => void) => void,
@@ -17,6 +27,12 @@ export class Driver {
    *                 keepalive: boolean, timeoutMs: number}) =>
    *         Promise<import("./transport/fetch_keepalive.js").SendOutcome>,
    *   onStatus: (status: object) => void,
+   *   onRules?: (rules: object) => void,
+   *   onCoreLost?: (reason: string) => void,
+   *   onSend?: (batchId: string, eventIds: string[], timeoutMs: number) => void,
+   *   onDeleted?: (eventIds: string[]) => void,
+   *   onSendFailed?: (batchId: string, status: number|null) => void,
+   *   skipSend?: (cmd: {kind: string, event_ids: string[]}) => boolean,
    * }} deps
    */
   constructor(deps) {
@@ -28,6 +44,10 @@ export class Driver {
     this.busy = false;
     this.scheduled = false;
     this.flushSeq = 0;
+    /** Why the core stopped, once it has. @type {string|null} */
+    this.lost = null;
+    /** Facts that arrived after the core stopped. */
+    this.unhandled = 0;
     /** @type {Map<string, (ok: boolean) => void>} */
     this.flushes = new Map();
   }
@@ -46,6 +66,13 @@ export class Driver {
 
   /** The core could not load: pending flushes can never be acknowledged. */
   abandon() {
+    this.lost = this.lost ?? "the core did not start";
+    this.unhandled += this.pending.length;
+    this.pending = [];
+    this.settleAll();
+  }
+
+  settleAll() {
     for (const resolve of this.flushes.values()) resolve(false);
     this.flushes.clear();
   }
@@ -56,6 +83,10 @@ export class Driver {
    * @returns {void}
    */
   push(fact) {
+    if (this.lost !== null) {
+      this.unhandled++;
+      return;
+    }
     this.pending.push({ now_ms: this.deps.clock.nowMs(), ...fact });
     if (this.core && !this.scheduled) {
       this.scheduled = true;
@@ -73,40 +104,95 @@ export class Driver {
 
   /**
    * Push a fact that the core answers later with `SettleFlush(flush_id)`.
+   * Without a live core that never comes: false at once.
    * @param {(flushId: string) => {type: string}} makeFact
    * @returns {Promise<boolean>}
    */
   waitFor(makeFact) {
+    if (this.lost !== null) return Promise.resolve(false);
     const flushId = `f${++this.flushSeq}`;
     const promise = new Promise((resolve) => this.flushes.set(flushId, resolve));
     this.push(makeFact(flushId));
     return promise;
   }
 
+  /**
+   * The facts as one JSON list. A fact that cannot be encoded (a bug, or a
+   * value that should never have got here) is reported and left out alone.
+   * @param {Fact[]} facts
+   * @returns {string}
+   */
+  encode(facts) {
+    try {
+      return JSON.stringify(facts);
+    } catch (_) {
+      const parts = [];
+      for (const fact of facts) {
+        try {
+          parts.push(JSON.stringify(fact));
+        } catch (err) {
+          this.deps.log("error", `a ${String(fact && fact.type)} fact could not be encoded and was left out`, err);
+          this.deps.emitter.emit("error", { code: "bad_fact", message: `a ${String(fact && fact.type)} fact could not be encoded` });
+          if (fact && fact.type === "flush_requested") this.settle(fact.flush_id, false);
+        }
+      }
+      return `[${parts.join(",")}]`;
+    }
+  }
+
   /** @returns {Promise<void>} */
   async pump() {
-    if (this.busy || !this.core) return;
+    if (this.busy || !this.core || this.lost !== null) return;
     this.busy = true;
     try {
-      while (this.pending.length) {
+      while (this.pending.length && this.lost === null) {
         const facts = this.pending;
         this.pending = [];
-        const commands = JSON.parse(await this.core.handle(JSON.stringify(facts)));
+        let commands;
+        try {
+          const answer = await this.core.handle(this.encode(facts));
+          commands = typeof answer === "string" ? JSON.parse(answer) : answer; // parsed when bodies were compressed
+          if (!Array.isArray(commands)) throw new Error("the core's answer is not a list of commands");
+        } catch (err) {
+          this.fail(`${err && err.message ? err.message : err}`, facts.length);
+          return;
+        }
         for (const command of commands) {
           try {
             this.run(command);
           } catch (err) {
-            this.deps.log("error", `command ${command.type} failed`, err);
+            this.deps.log("error", `command ${command && command.type} failed`, err);
             this.deps.emitter.emit("error", { code: "command_failed", message: String(err) });
           }
         }
       }
-    } catch (err) {
-      this.deps.log("error", "the core failed", err);
-      this.deps.emitter.emit("error", { code: "core_failed", message: String(err) });
     } finally {
       this.busy = false;
     }
+  }
+
+  /**
+   * The core cannot go on.
+   * @param {string} reason
+   * @param {number} [unhandled]  facts it was given and did not answer
+   */
+  fail(reason, unhandled = 0) {
+    if (this.lost !== null) return;
+    this.lost = reason;
+    this.unhandled += unhandled + this.pending.length;
+    this.pending = [];
+    this.settleAll();
+    const message = `the revu core stopped (${reason}); revu keeps storing events and beacons them on page hide; the next page load delivers them`;
+    this.deps.log("error", message);
+    this.deps.emitter.emit("error", { code: "core_unavailable", message });
+    if (this.deps.onCoreLost) this.deps.onCoreLost(reason);
+  }
+
+  /** @param {string} flushId @param {boolean} ok */
+  settle(flushId, ok) {
+    const resolve = this.flushes.get(flushId);
+    this.flushes.delete(flushId);
+    if (resolve) resolve(ok);
   }
 
   /**
@@ -115,18 +201,26 @@ export class Driver {
    * @returns {void}
    */
   run(cmd) {
-    const { capture, emitter, log, clock, post, onStatus } = this.deps;
+    const { queue, emitter, log, clock, post, onStatus } = this.deps;
     switch (cmd.type) {
       case "send":
+        if (this.deps.skipSend && this.deps.skipSend(cmd)) {
+          // The core decided this send before it heard of a terminal beacon
+          // that carries its events: sending it now would deliver them twice.
+          this.push({ type: "send_skipped", batch_id: cmd.batch_id });
+          break;
+        }
+        if (this.deps.onSend) this.deps.onSend(cmd.batch_id, cmd.event_ids, cmd.timeout_ms);
         post({
           url: cmd.url,
           method: cmd.method,
-          headers: cmd.headers,
-          body: cmd.body,
+          headers: cmd.body_bytes ? { ...cmd.headers, "Content-Encoding": "gzip" } : cmd.headers,
+          body: cmd.body_bytes ? new Uint8Array(cmd.body_bytes) : cmd.body,
           keepalive: cmd.keepalive,
           timeoutMs: cmd.timeout_ms,
         }).then((out) => {
-          if (out.ok) this.push({ type: "send_succeeded", batch_id: cmd.batch_id, status: out.status, reply: out.reply ?? null });
+          if (!out.ok && this.deps.onSendFailed) this.deps.onSendFailed(cmd.batch_id, out.status ?? null);
+          if (out.ok) this.push({ type: "send_succeeded", batch_id: cmd.batch_id, status: out.status, reply: out.replyText ?? null });
           else {
             this.push({
               type: "send_failed",
@@ -140,16 +234,21 @@ export class Driver {
         });
         break;
       case "delete":
-        capture.remove(cmd.event_ids);
+        queue.remove(cmd.event_ids);
+        if (this.deps.onDeleted) this.deps.onDeleted(cmd.event_ids);
         break;
       case "store_dead_letters":
-        capture.storeDeadLetters(cmd.entries);
+        queue.storeDeadLetters(cmd.entries);
+        if (this.deps.onDeleted) this.deps.onDeleted(cmd.entries.map((e) => e.env.event_id));
         break;
       case "delete_dead_letters":
-        capture.deleteDeadLetters(cmd.event_ids);
+        queue.deleteDeadLetters(cmd.event_ids);
         break;
       case "requeue":
-        capture.requeue(cmd.records);
+        queue.requeue(cmd.records);
+        break;
+      case "quarantine":
+        queue.quarantine(cmd.entries, clock.nowMs());
         break;
       case "set_timer":
         clock.timers.set(cmd.key, cmd.at_ms, () => this.push({ type: "timer_fired", key: cmd.key }));
@@ -157,12 +256,9 @@ export class Driver {
       case "cancel_timer":
         clock.timers.cancel(cmd.key);
         break;
-      case "settle_flush": {
-        const resolve = this.flushes.get(cmd.flush_id);
-        this.flushes.delete(cmd.flush_id);
-        if (resolve) resolve(cmd.ok);
+      case "settle_flush":
+        this.settle(cmd.flush_id, cmd.ok);
         break;
-      }
       case "emit":
         emitter.emit(cmd.name, cmd.detail);
         break;
@@ -170,7 +266,11 @@ export class Driver {
         onStatus(cmd.status);
         break;
       case "publish_rules":
-        capture.setRules(cmd.rules);
+        queue.setRules(cmd.rules);
+        if (this.deps.onRules) this.deps.onRules(cmd.rules);
+        break;
+      case "halt":
+        this.fail(`it halted: ${cmd.reason}`);
         break;
       case "log":
         log(cmd.level, cmd.message);

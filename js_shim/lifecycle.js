@@ -1,4 +1,5 @@
-// The only file that listens to page-lifecycle and connectivity events.
+// The only file that listens to page-lifecycle and connectivity events
+// (visibility, pagehide, online/offline, and the Network Information API).
 
 /**
  * Terminal signals and connectivity as callbacks.
@@ -20,13 +21,21 @@
 export class Lifecycle {
   /**
    * @param {{onTerminal: (reason: string) => void, onVisible: () => void,
-   *          onOnline: () => void, onOffline: () => void}} handlers
+   *          onOnline: () => void, onOffline: () => void,
+   *          onHidden?: (hidden: boolean) => void,
+   *          onNetwork?: (network: {saveData: boolean, effectiveType: string|null}) => void}} handlers
    */
   constructor(handlers) {
     this.handlers = handlers;
     this.onVisibility = () => {
-      if (document.visibilityState === "hidden") handlers.onTerminal("visibilitychange");
+      const hidden = document.visibilityState === "hidden";
+      if (hidden) handlers.onTerminal("visibilitychange");
       else handlers.onVisible();
+      if (handlers.onHidden) handlers.onHidden(hidden);
+    };
+    this.onConnection = () => {
+      const network = this.network();
+      if (network && handlers.onNetwork) handlers.onNetwork(network);
     };
     this.onPageHide = () => handlers.onTerminal("pagehide");
     this.onPageShow = () => handlers.onVisible();
@@ -38,6 +47,8 @@ export class Lifecycle {
   install() {
     window.addEventListener("online", this.onOnline);
     window.addEventListener("offline", this.onOffline);
+    const connection = globalThis.navigator?.connection;
+    if (connection && typeof connection.addEventListener === "function") connection.addEventListener("change", this.onConnection);
     window.addEventListener("pageshow", this.onPageShow);
     this.moveTerminalLast();
     if (document.readyState !== "complete") {
@@ -56,5 +67,21 @@ export class Lifecycle {
   /** @returns {boolean} false only when the browser knows it is offline */
   isOnline() {
     return globalThis.navigator?.onLine !== false;
+  }
+
+  /** @returns {boolean} */
+  isHidden() {
+    return typeof document !== "undefined" && document.visibilityState === "hidden";
+  }
+
+  /**
+   * What the Network Information API says, where the browser has it
+   * (Chromium; not Firefox or Safari: https://wicg.github.io/netinfo/).
+   * @returns {{saveData: boolean, effectiveType: string|null}|null}
+   */
+  network() {
+    const connection = globalThis.navigator?.connection;
+    if (!connection) return null;
+    return { saveData: connection.saveData === true, effectiveType: typeof connection.effectiveType === "string" ? connection.effectiveType : null };
   }
 }

@@ -3,12 +3,29 @@
 /**
  * Rules the core publishes for the moments it cannot answer (before Pyodide
  * has loaded, during unload). `bootstrap_rules.json` holds the defaults.
- * @typedef {object} Rules
+ * @typedef {object} Rules  (see py_src/revu/_config.py `Config.rules`)
+ * @property {number} rulesVersion
+ * @property {number} schemaVersion
  * @property {string} defaultHost
  * @property {string} eventsPath
  * @property {number} maxQueue
+ * @property {number} maxQueueBytes
  * @property {number} maxEventBytes
- * @property {number} beaconMaxBytes
+ * @property {number} maxBatchBytes    the beacon's budget (UTF-8 bytes of the body)
+ * @property {number} maxDepth
+ * @property {number} maxMembers
+ * @property {number} maxNameBytes
+ * @property {number} maxOptionBytes
+ * @property {number} maxKeys
+ * @property {number} maxPiiNames
+ * @property {number} maxUrlBytes
+ * @property {number} maxHeaders
+ * @property {number} maxRecordBytes
+ * @property {string[]} priorities
+ * @property {string} defaultCategory
+ * @property {string} necessaryCategory
+ * @property {Record<string, number>} evictionRank
+ * @property {string[]} coalesce       event names with a coalescing rule
  */
 
 /**
@@ -17,11 +34,16 @@
  * @typedef {object} Store
  * @property {string} kind                                 "localStorage" | "memory"
  * @property {boolean} durable                             survives a reload
- * @property {() => {queued: StoredItem[], dead: StoredItem[], rules: Rules|null, consent: unknown}} loadAll
+ * @property {() => {queued: StoredItem[], dead: StoredItem[], quarantined: StoredItem[], rules: unknown, consent: unknown}} loadAll
  * @property {(id: string, raw: string) => void} putRecord
  * @property {(ids: string[]) => void} deleteRecords
  * @property {(id: string, raw: string) => void} putDeadLetter
  * @property {(ids: string[]) => void} deleteDeadLetters
+ * @property {(key: string, raw: string) => void} putQuarantine
+ * @property {(keys: string[]) => void} deleteQuarantine
+ * @property {(fn: (change: {area: string, id: string, raw: string|null}) => void) => void} watch  other tabs' changes
+ * @property {() => Record<string, number>} getInFlight
+ * @property {(value: Record<string, number>) => void} putInFlight
  * @property {(rules: Rules) => void} putRules
  * @property {(consent: unknown) => void} putConsent
  */

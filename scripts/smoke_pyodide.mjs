@@ -1,7 +1,7 @@
 // Smoke check: a self-hosted Pyodide folder boots in Node and loads packages from its
 // own lock file, with the network switched off.
 //
-//   node scripts/smoke_pyodide.mjs [--index dist/pyodide] [--load revu] [--import revu]
+//   node scripts/smoke_pyodide.mjs [--index build/pyodide-test-dist] [--load revu] [--import revu]
 //
 // Any attempt to fetch an http(s) URL fails the check: Pyodide in Node falls back to
 // the jsDelivr CDN when a lock entry's file is missing locally, and revu never may.
@@ -10,7 +10,7 @@ import path from "node:path";
 import { pathToFileURL } from "node:url";
 
 function parseArgs(argv) {
-  const args = { index: "dist/pyodide", load: "revu", import: "revu" };
+  const args = { index: "build/pyodide-test-dist", load: "revu", import: "revu" };
   for (let i = 0; i < argv.length; i += 2) {
     const key = argv[i].replace(/^--/, "");
     if (!(key in args) || argv[i + 1] === undefined) {

@@ -24,27 +24,40 @@ export class LocalStorageStore {
     this.ls.removeItem(probe);
   }
 
-  /** @returns {{queued: {id: string, raw: string}[], dead: {id: string, raw: string}[], rules: object|null, consent: unknown}} */
+  /**
+   * Everything stored under the prefix, unchecked (the caller checks every value).
+   * @returns {{queued: {id: string, raw: string}[], dead: {id: string, raw: string}[],
+   *   quarantined: {id: string, raw: string}[], rules: unknown, consent: unknown}}
+   */
   loadAll() {
     const queued = [];
     const dead = [];
+    const quarantined = [];
     const q = `${this.prefix}:q:`;
     const d = `${this.prefix}:d:`;
-    for (let i = 0; i < this.ls.length; i++) {
-      const key = this.ls.key(i);
+    const x = `${this.prefix}:x:`;
+    const keys = [];
+    for (let i = 0; i < this.ls.length; i++) keys.push(this.ls.key(i));
+    for (const key of keys) {
       if (key === null) continue;
       if (key.startsWith(q)) queued.push({ id: key.slice(q.length), raw: this.ls.getItem(key) ?? "" });
       else if (key.startsWith(d)) dead.push({ id: key.slice(d.length), raw: this.ls.getItem(key) ?? "" });
+      else if (key.startsWith(x)) quarantined.push({ id: key.slice(x.length), raw: this.ls.getItem(key) ?? "" });
     }
-    return { queued, dead, rules: this.readJson("rules"), consent: this.readJson("consent") };
+    return { queued, dead, quarantined, rules: this.readJson("rules"), consent: this.readJson("consent") };
   }
 
-  /** @param {string} name @returns {unknown} a stored JSON value, or null when absent or corrupt */
+  /**
+   * @param {string} name
+   * @returns {unknown} the stored JSON value; null when absent; `{corrupt: text}` when it does not parse
+   */
   readJson(name) {
+    const text = this.ls.getItem(`${this.prefix}:${name}`);
+    if (text === null) return null;
     try {
-      return JSON.parse(this.ls.getItem(`${this.prefix}:${name}`) ?? "null");
+      return JSON.parse(text);
     } catch (_) {
-      return null; // corrupt: the caller falls back to its default
+      return { corrupt: text.slice(0, 200) }; // reported by the caller, never used
     }
   }
 
@@ -66,6 +79,50 @@ export class LocalStorageStore {
   /** @param {string[]} ids @returns {void} */
   deleteDeadLetters(ids) {
     for (const id of ids) this.ls.removeItem(`${this.prefix}:d:${id}`);
+  }
+
+  /** @param {string} key @param {string} raw @returns {void} */
+  putQuarantine(key, raw) {
+    this.ls.setItem(`${this.prefix}:x:${key}`, raw);
+  }
+
+  /** @param {string[]} keys @returns {void} */
+  deleteQuarantine(keys) {
+    for (const key of keys) this.ls.removeItem(`${this.prefix}:x:${key}`);
+  }
+
+  /**
+   * Changes other tabs make: `fn({area, id, raw})` for each, `area` "q"
+   * (queued), "d" (dead letter) or "x" (quarantined), `raw` null when the key
+   * was removed. (The `storage` event fires in every other same-origin tab,
+   * never in the one that wrote: https://html.spec.whatwg.org/multipage/webstorage.html#the-storageevent-interface)
+   * @param {(change: {area: string, id: string, raw: string|null}) => void} fn
+   * @returns {void}
+   */
+  watch(fn) {
+    const prefix = `${this.prefix}:`;
+    globalThis.addEventListener("storage", (event) => {
+      if (event.storageArea !== this.ls || !event.key || !event.key.startsWith(prefix)) return;
+      const rest = event.key.slice(prefix.length);
+      const area = rest.slice(0, 2);
+      if (area === "q:" || area === "d:" || area === "x:") fn({ area: area[0], id: rest.slice(2), raw: event.newValue });
+    });
+  }
+
+  /** @returns {Record<string, number>} event id -> until when another tab's request may still carry it */
+  getInFlight() {
+    const value = this.readJson("inflight");
+    if (!value || typeof value !== "object" || Array.isArray(value)) return {};
+    const out = {};
+    for (const [id, until] of Object.entries(value)) if (Number.isSafeInteger(until)) out[id] = until;
+    return out;
+  }
+
+  /** @param {Record<string, number>} value @returns {void} */
+  putInFlight(value) {
+    const key = `${this.prefix}:inflight`;
+    if (Object.keys(value).length) this.ls.setItem(key, JSON.stringify(value));
+    else this.ls.removeItem(key);
   }
 
   /** @param {object} rules @returns {void} */

@@ -13,14 +13,16 @@ export class MemoryStore {
     this.queued = new Map();
     /** @type {Map<string, string>} */
     this.dead = new Map();
+    /** @type {Map<string, string>} */
+    this.quarantined = new Map();
     this.rules = null;
     this.consent = null;
   }
 
-  /** @returns {{queued: {id: string, raw: string}[], dead: {id: string, raw: string}[], rules: object|null, consent: unknown}} */
+  /** @returns {{queued: {id: string, raw: string}[], dead: {id: string, raw: string}[], quarantined: {id: string, raw: string}[], rules: unknown, consent: unknown}} */
   loadAll() {
     const items = (m) => Array.from(m, ([id, raw]) => ({ id, raw }));
-    return { queued: items(this.queued), dead: items(this.dead), rules: this.rules, consent: this.consent };
+    return { queued: items(this.queued), dead: items(this.dead), quarantined: items(this.quarantined), rules: this.rules, consent: this.consent };
   }
 
   /** @param {string} id @param {string} raw @returns {void} */
@@ -42,6 +44,27 @@ export class MemoryStore {
   deleteDeadLetters(ids) {
     for (const id of ids) this.dead.delete(id);
   }
+
+  /** @param {string} key @param {string} raw @returns {void} */
+  putQuarantine(key, raw) {
+    this.quarantined.set(key, raw);
+  }
+
+  /** @param {string[]} keys @returns {void} */
+  deleteQuarantine(keys) {
+    for (const key of keys) this.quarantined.delete(key);
+  }
+
+  /** Memory is this tab's alone: no other tab changes it. @returns {void} */
+  watch() {}
+
+  /** @returns {Record<string, number>} */
+  getInFlight() {
+    return {};
+  }
+
+  /** @returns {void} */
+  putInFlight() {}
 
   /** @param {object} rules @returns {void} */
   putRules(rules) {

@@ -2,8 +2,11 @@
 
 Facts arrive as ``{"type": "<snake_case class name>", ...fields}``; commands
 leave the same way. Only strings cross the Pyodide boundary, so the core can
-move into a Web Worker unchanged (DESIGN.md). The bridge never raises into
-JavaScript: a caller mistake comes back as ``log`` + ``emit error`` commands.
+move into a Web Worker unchanged. The bridge never raises into JavaScript: a
+caller mistake, a malformed fact or an internal error comes back as ``log`` +
+``emit error`` commands, and every other fact of the list still applies.
+Anything that could be deeply nested (stored records, server replies) crosses
+as a string the core parses with bounds (``_records.parse_json``).
 """
 
 from __future__ import annotations
@@ -18,6 +21,14 @@ from . import _facts as f
 from ._config import Config
 from ._errors import UsageError
 from ._outbox import Outbox
+from ._records import CorruptRecord, parse_json
+
+# Facts nest a few levels (a list of facts > a fact > a consent object); what
+# the page or a server controls arrives as strings. Anything deeper is refused
+# before parsing (a deep parse can overflow Pyodide's stack).
+MAX_FACTS_DEPTH = 8
+MAX_OPTIONS_DEPTH = 8
+MAX_OPTIONS_BYTES = 100_000
 
 
 def snake_case(name: str) -> str:
@@ -31,6 +42,7 @@ _JSON_TYPES: dict[str, tuple[type, ...]] = {
     "int": (int, float), "str": (str,), "bool": (bool,), "float": (int, float),
     "int | None": (int, float, type(None)), "str | None": (str, type(None)),
     "tuple[str, ...]": (list,), "tuple[dict[str, Any], ...]": (list,),
+    "tuple[str, ...] | None": (list, type(None)),
     "dict[str, Any]": (dict,), "dict[str, int]": (dict,),
 }
 
@@ -63,6 +75,8 @@ def fact_from_json(data: Any) -> f.Fact:
                                     or (isinstance(value, bool) and bool not in allowed)):
             raise UsageError(f"{kind}: {fd.name} must be {fd.type}, not {type(value).__name__}")
         if str(fd.type) in ("int", "int | None") and isinstance(value, float):
+            if value != value or value in (float("inf"), float("-inf")):
+                raise UsageError(f"{kind}: {fd.name} must be a finite number")
             values[fd.name] = int(value)
         elif isinstance(value, list):
             values[fd.name] = tuple(value)
@@ -92,41 +106,65 @@ class Bridge:
             ``{"ok": true, "options": {...checked}}`` or ``{"ok": false, "error": "..."}``.
         """
         try:
-            config = Config.from_options(json.loads(options_json))
-        except (UsageError, ValueError, TypeError) as exc:
-            return json.dumps({"ok": False, "error": str(exc)})
-        self._outbox = Outbox(config)
-        return json.dumps({"ok": True, "options": config.as_options()})
+            if not isinstance(options_json, str):
+                raise UsageError("options must be a JSON string")
+            config = Config.from_options(parse_json(options_json, MAX_OPTIONS_DEPTH, MAX_OPTIONS_BYTES))
+            self._outbox = Outbox(config)
+            return json.dumps({"ok": True, "options": config.as_options()})
+        except CorruptRecord as exc:
+            return json.dumps({"ok": False, "error": f"init options are not usable JSON ({exc.reason}: {exc})"})
+        except Exception as exc:  # noqa: BLE001 - never raise into JavaScript
+            return json.dumps({"ok": False, "error": str(exc)[:500]}, ensure_ascii=True)
 
     def handle(self, facts_json: str) -> str:
         """Apply a JSON list of facts; return the JSON list of commands."""
         out: list[c.Command] = []
         try:
-            items = json.loads(facts_json)
+            if not isinstance(facts_json, str):
+                raise UsageError("facts must be a JSON string")
+            items = parse_json(facts_json, MAX_FACTS_DEPTH)
             if not isinstance(items, list):
                 raise UsageError("facts must be a JSON list")
             if self._outbox is None:
                 raise UsageError("start() must be called before handle()")
-        except (UsageError, ValueError) as exc:
+        except Exception as exc:  # noqa: BLE001 - never raise into JavaScript
             return _dumps(_refusal(exc))
         facts: list[f.Fact] = []
         for data in items:
             # One bad fact is reported and skipped; the others still apply.
             try:
                 facts.append(fact_from_json(data))
-            except (UsageError, TypeError) as exc:
+            except Exception as exc:  # noqa: BLE001
                 out.extend(_refusal(exc))
         try:
             out.extend(self._outbox.handle_all(facts))
         except UsageError as exc:
+            # Restored out of place: refused as a whole, nothing applied. Apply
+            # the others one by one so that only the misplaced one is lost.
+            out.extend(_refusal(exc))
+            for fact in facts:
+                try:
+                    out.extend(self._outbox.handle_all([fact]))
+                except UsageError as one:
+                    out.extend(_refusal(one))
+        except Exception as exc:  # noqa: BLE001 - handle_all contains errors; this is the last line
             out.extend(_refusal(exc))
         return _dumps(out)
 
 
 def _refusal(exc: Exception) -> list[c.Command]:
-    message = f"revu core refused a fact: {exc}"
+    message = f"revu core refused a fact: {str(exc)[:300]}"
     return [c.Log("error", message), c.Emit("error", {"code": "bad_fact", "message": message})]
 
 
 def _dumps(commands: list[c.Command]) -> str:
-    return json.dumps([command_to_json(cmd) for cmd in commands], separators=(",", ":"), ensure_ascii=False)
+    data = [command_to_json(cmd) for cmd in commands]
+    try:
+        return json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+    except (UnicodeEncodeError, ValueError, TypeError, RecursionError):
+        pass
+    try:
+        # ASCII escapes carry what UTF-8 cannot (a lone surrogate) as valid JSON.
+        return json.dumps(data, separators=(",", ":"), ensure_ascii=True, default=str)
+    except Exception as exc:  # noqa: BLE001
+        return json.dumps([command_to_json(cmd) for cmd in _refusal(exc)])

@@ -19,8 +19,11 @@ class Command:
 class Send(Command):
     """Make the request: ``method`` ``url`` with ``body`` and ``headers``
     (events: POST, ``Content-Type: application/json``), with ``keepalive`` and
-    an abort after ``timeout_ms``. Report ``SendSucceeded`` for any 2xx (with
-    the parsed JSON reply), ``SendFailed`` otherwise. ``kind`` is "events" (a
+    an abort after ``timeout_ms``. With ``encoding`` "gzip", compress the body
+    (off the main thread) and send it with ``Content-Encoding: gzip``; the
+    body's UTF-8 size is within the keepalive budget whenever ``keepalive`` is
+    set, so the compressed one is too. Report ``SendSucceeded`` for any 2xx
+    (with the reply's text), ``SendFailed`` otherwise. ``kind`` is "events" (a
     batch) or "mutation" (one mutation-outbox entry)."""
 
     batch_id: str
@@ -32,6 +35,7 @@ class Send(Command):
     method: str = "POST"
     headers: dict[str, str] = field(default_factory=lambda: {"Content-Type": "application/json"})
     kind: str = "events"
+    encoding: str | None = None
 
 
 @dataclass(frozen=True)
@@ -61,6 +65,26 @@ class DeleteDeadLetters(Command):
     """Remove these dead letters from storage."""
 
     event_ids: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Quarantine(Command):
+    """Move these stored values aside: each entry is ``{"id", "area", "reason"}``
+    (``area`` "queue" or "dead": where the value is stored under ``id``). The
+    shim writes the value, with the reason, under the quarantine key (bounded;
+    see README "What revu does with bad input"), deletes the original and
+    forgets it: it is never sent or read as a record again."""
+
+    entries: tuple[dict[str, Any], ...]
+
+
+@dataclass(frozen=True)
+class Halt(Command):
+    """The core cannot go on (repeated internal errors). The shim stops
+    calling it, reports ``core_unavailable``, settles pending flushes false and
+    keeps capturing and beaconing by the published rules."""
+
+    reason: str
 
 
 @dataclass(frozen=True)

@@ -21,11 +21,19 @@ class Restored(Fact):
 
     ``records`` are the raw stored values of queued records (``{"id", "raw"}``:
     the storage id and the stored string), in any order; ``dead_letters`` the
-    same for the dead-letter list. ``durable`` is False when the shim runs on
-    memory only. ``dropped_before_start`` counts, by reason, records the shim
-    removed by published rules while the core was not running (``overflow``,
-    ``consent``). ``consent`` is the page's current consent state. The core
-    answers with deletes for corrupt values, sends for what is queued, and
+    same for the dead-letter list. Every one is untrusted: the core checks it
+    (``_records.decode_record``) and answers ``Quarantine`` for what fails.
+    ``durable`` is False when the shim runs on memory only.
+    ``dropped_before_start`` counts, by reason, records the shim removed by
+    published rules while the core was not running (``overflow``,
+    ``consent``); ``quarantined_before_start`` counts, by reason, stored
+    values the shim already moved aside at load by the same checks, and
+    ``repaired_before_start`` those it repaired (lone surrogates).
+    ``consent`` is the page's current consent state, or "unknown".
+    ``in_flight_elsewhere`` maps event ids to the time (ms) until which a
+    request another tab started may still be carrying them (a leader that
+    closed or crashed): they are not sent before then. ``hidden`` is the
+    page's visibility. The core answers with sends for what is queued and
     publishes its rules.
     """
 
@@ -34,8 +42,12 @@ class Restored(Fact):
     durable: bool = True
     online: bool = True
     dropped_before_start: dict[str, int] = field(default_factory=dict)
+    quarantined_before_start: dict[str, int] = field(default_factory=dict)
+    repaired_before_start: int = 0
     storage: str = "localStorage"
     consent: Any = "granted"
+    in_flight_elsewhere: dict[str, int] = field(default_factory=dict)
+    hidden: bool = False
 
 
 @dataclass(frozen=True)
@@ -44,24 +56,32 @@ class Recorded(Fact):
 
     ``record`` is the stored value (``{"v", "seq", "env", ...}``), as the JSON
     string the shim wrote or as an object; ``durable`` says whether the write
-    reached storage. The core may answer with deletes (overflow, consent,
-    duplicates) and sends (size threshold).
+    reached storage; ``held`` that the shim keeps it in memory until the
+    consent state is known (not a storage failure). The core may answer with
+    deletes (overflow, consent, duplicates), sends (size threshold), or a
+    ``Quarantine`` when the value fails its checks.
     """
 
     record: Any = field(default_factory=dict)
     durable: bool = True
+    held: bool = False
 
 
 @dataclass(frozen=True)
 class FlushRequested(Fact):
-    """The page called ``revu.flush()``. The core answers ``SettleFlush`` later."""
+    """The page called ``revu.flush()``. The core answers ``SettleFlush`` later.
+
+    ``event_ids``: only wait for these (a flush asked by another tab covers
+    what that tab queued); None waits for everything queued now."""
 
     flush_id: str = ""
+    event_ids: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
 class SendSucceeded(Fact):
-    """A ``Send`` got a 2xx. ``reply`` is the parsed JSON body, if any."""
+    """A ``Send`` got a 2xx. ``reply`` is the reply body as text (the core
+    parses it, bounded: it is untrusted), or an already parsed JSON value."""
 
     batch_id: str = ""
     status: int = 200
@@ -95,6 +115,24 @@ class WentOnline(Fact):
 
 
 @dataclass(frozen=True)
+class VisibilityChanged(Fact):
+    """The page became hidden (an unload may be near: keep requests within the
+    keepalive budget) or visible again."""
+
+    hidden: bool = False
+
+
+@dataclass(frozen=True)
+class NetworkChanged(Fact):
+    """What the Network Information API says (where the browser has it):
+    ``save_data`` (the user asked for less data) and ``effective_type``
+    ("slow-2g", "2g", "3g", "4g", or None when unknown)."""
+
+    save_data: bool = False
+    effective_type: str | None = None
+
+
+@dataclass(frozen=True)
 class WentOffline(Fact):
     """The browser fired ``offline``: timers stop sending until ``online``."""
 
@@ -109,6 +147,18 @@ class Beaconed(Fact):
 
     event_ids: tuple[str, ...] = ()
     queued: bool = True
+    # Until when (ms) the beacon may still be on its way: the core sends none
+    # of ``event_ids`` before then (another request would carry a copy).
+    until_ms: int = 0
+
+
+@dataclass(frozen=True)
+class SendSkipped(Fact):
+    """The shim did not start a ``Send``: its events went out in a terminal
+    beacon after the core decided the send (the decision and the beacon
+    crossed). Not a failure: the batch returns to the queue."""
+
+    batch_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -148,7 +198,41 @@ class StorageFailed(Fact):
 
 
 ALL_FACTS: tuple[type[Fact], ...] = (
-    Restored, Recorded, FlushRequested, SendSucceeded, SendFailed,
+    Restored, Recorded, FlushRequested, SendSucceeded, SendFailed, SendSkipped,
     TimerFired, WentOnline, WentOffline, Beaconed, StorageFailed,
-    ConsentChanged, DeadLetterRetried, DeadLetterDropped,
+    ConsentChanged, DeadLetterRetried, DeadLetterDropped, VisibilityChanged, NetworkChanged,
 )
+
+
+# What each field annotation admits. Facts come from the shim (JSON) or from a
+# Python runtime; either way the core checks them before acting on them.
+_ADMITS: dict[str, tuple[type, ...]] = {
+    "int": (int,), "str": (str,), "bool": (bool,), "float": (int, float),
+    "int | None": (int, type(None)), "str | None": (str, type(None)),
+    "tuple[str, ...]": (tuple,), "tuple[dict[str, Any], ...]": (tuple,),
+    "tuple[str, ...] | None": (tuple, type(None)),
+    "dict[str, Any]": (dict,), "dict[str, int]": (dict,),
+}
+MAX_ID_CHARS = 200
+
+
+def fact_problem(fact: Fact) -> str | None:
+    """Why ``fact`` cannot be applied (a field of the wrong type or size), or
+    None. Values the core reads deeper (records, replies, consent) are checked
+    where they are used."""
+    for name, annotation in type(fact).__dataclass_fields__.items():
+        value = getattr(fact, name)
+        admits = _ADMITS.get(str(annotation.type))
+        if admits is None:
+            continue
+        if isinstance(value, bool) and bool not in admits:
+            return f"{name} must be {annotation.type}, not a boolean"
+        if not isinstance(value, admits):
+            return f"{name} must be {annotation.type}, not {type(value).__name__}"
+        if isinstance(value, int) and not isinstance(value, bool) and not -2**63 <= value < 2**63:
+            return f"{name} is out of range"
+        if isinstance(value, str) and len(value) > MAX_ID_CHARS and name not in ("error", "retry_after"):
+            return f"{name} is longer than {MAX_ID_CHARS} characters"
+        if isinstance(value, tuple) and annotation.type.startswith("tuple[str") and not all(isinstance(v, str) for v in value):
+            return f"{name} must hold strings"
+    return None

@@ -19,8 +19,11 @@ def test_bootstrap_rules_equal_the_core_defaults():
     assert shim == Config.from_options({"apiKey": "any"}).rules()
 
 
-def test_capture_schema_version_matches_the_core():
-    from revu import SCHEMA_VERSION
+def test_the_shim_reads_the_schema_versions_the_core_reads():
+    from revu._records import MAX_RECORD_BYTES, MAX_RECORD_DEPTH, SCHEMA_VERSION, _known_versions
 
-    source = (ROOT / "js_shim" / "capture.js").read_text()
-    assert f"const SCHEMA_VERSION = {SCHEMA_VERSION};" in source
+    source = (ROOT / "js_shim" / "records.js").read_text()
+    assert f"export const SCHEMA_VERSION = {SCHEMA_VERSION};" in source
+    assert f"export const SCHEMA_VERSIONS = {_known_versions()};" in source
+    assert f"export const MAX_RECORD_BYTES = {MAX_RECORD_BYTES};" in source
+    assert f"export const MAX_RECORD_DEPTH = {MAX_RECORD_DEPTH};" in source

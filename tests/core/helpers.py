@@ -87,6 +87,9 @@ class FakeBrowser:
         self.names: dict[str, str] = {}
         self.dropped: dict[str, str] = {}  # event_id -> reason, deleted without ack
         self.dead_ids: set[str] = set()
+        self.held: set[str] = set()
+        self.quarantine: dict[str, tuple[str, str]] = {}  # storage id -> (reason, raw)
+        self.halted: str | None = None
         self.history: list[c.Command] = []
         self.boots = 0
         self.boot()
@@ -148,6 +151,12 @@ class FakeBrowser:
         self.recorded.append((event_id, stream))
         self.names[event_id] = event
         category = "necessary" if mutation is not None else (meta or {}).get("category", "analytics")
+        if self.consent_state == "unknown" and not consent_allows("unknown", category):
+            # Held in memory until the page sets a consent state.
+            self.memory[event_id] = json.dumps(record)
+            self.held.add(event_id)
+            self.feed(f.Recorded(now_ms=self.now, record=record, durable=False, held=True))
+            return event_id
         if not consent_allows(self.consent_state, category):
             self.dropped[event_id] = "consent"
             return event_id
@@ -177,6 +186,11 @@ class FakeBrowser:
                 category = "necessary" if "mutation" in value else value.get("meta", {}).get("category", "analytics")
                 if not consent_allows(state, category):
                     del store[event_id]
+                    self.held.discard(event_id)
+        for event_id in list(self.held):  # now allowed: held records are stored
+            if self.durable and event_id in self.memory:
+                self.store[event_id] = self.memory.pop(event_id)
+            self.held.discard(event_id)
         return self.feed(f.ConsentChanged(now_ms=self.now, consent=state))
 
     def flush(self) -> str:
@@ -286,6 +300,14 @@ class FakeBrowser:
             self.status = cmd.status
         elif isinstance(cmd, c.PublishRules):
             self.rules = cmd.rules
+        elif isinstance(cmd, c.Quarantine):
+            for entry in cmd.entries:
+                area = self.store if entry["area"] == "queue" else self.dead_store
+                raw = area.pop(entry["id"], None)
+                self.memory.pop(entry["id"], None)
+                self.quarantine[entry["id"]] = (entry["reason"], raw or "")
+        elif isinstance(cmd, c.Halt):
+            self.halted = cmd.reason
         elif isinstance(cmd, c.Log):
             pass
         else:

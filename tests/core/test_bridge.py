@@ -81,4 +81,4 @@ def test_recorded_accepts_the_stored_string_as_is():
     send = next(cmd for cmd in out if cmd["type"] == "send")
     assert send["event_ids"] == ["a"]
     assert {"type": "delete", "event_ids": [], "reason": "invalid"} not in out
-    assert any(cmd["type"] == "emit" and cmd["detail"]["code"] == "invalid_record" for cmd in out)
+    assert any(cmd["type"] == "emit" and cmd["name"] == "error" and cmd["detail"]["code"] == "invalid_record" for cmd in out)

@@ -136,7 +136,7 @@ def test_interval_timer_drains_below_flush_at():
 
 
 def test_large_queue_drains_over_several_requests_of_max_batch():
-    b = FakeBrowser(maxBatch=50)
+    b = FakeBrowser(maxBatch=50, drainBatch=50)
     b.feed(f.WentOffline(now_ms=b.now))
     for _ in range(120):
         b.record()
@@ -147,7 +147,7 @@ def test_large_queue_drains_over_several_requests_of_max_batch():
 
 
 def test_manual_flush_resolves_true_when_all_queued_at_the_call_is_acked():
-    b = FakeBrowser(maxBatch=10)
+    b = FakeBrowser(maxBatch=10, drainBatch=10)
     for _ in range(25):
         b.record()
     flush_id = b.flush()
@@ -263,11 +263,12 @@ def test_restore_orders_by_seq_drains_backlog_and_removes_corrupt():
         {"id": "a", "raw": json.dumps(record_value("a", 10))},
     ]
     cmds = outbox.handle(f.Restored(now_ms=T0, records=tuple(records), dropped_before_start={"overflow": 4}))
-    assert c.Delete(("junk",), reason="corrupt") in cmds
-    assert any(isinstance(cmd, c.Emit) and cmd.name == "error" and cmd.detail["code"] == "corrupt_record" for cmd in cmds)
+    assert c.Quarantine(({"id": "junk", "area": "queue", "reason": "not_json"},)) in cmds
+    assert any(isinstance(cmd, c.Emit) and cmd.name == "error" and cmd.detail["code"] == "quarantined" for cmd in cmds)
     sends = [cmd for cmd in cmds if isinstance(cmd, c.Send)]
     assert [s.event_ids for s in sends] == [("a", "b")]
-    assert outbox.status()["dropped"] == {"corrupt": 1, "overflow": 4}
+    assert outbox.status()["dropped"] == {"overflow": 4}
+    assert outbox.status()["quarantined"] == {"not_json": 1}
     assert isinstance(cmds[0], c.PublishRules) or any(isinstance(cmd, c.PublishRules) for cmd in cmds)
 
 
@@ -324,12 +325,13 @@ def test_duplicate_recorded_fact_is_harmless():
     assert outbox.queued_ids == ["a"]
 
 
-def test_invalid_recorded_value_is_reported_and_deleted():
+def test_invalid_recorded_value_is_quarantined_alone():
     outbox = _outbox()
     bad = {"v": 1, "seq": 1, "env": {"event_id": "a", "event": "", "properties": {}, "created_at": 1}}
-    cmds = outbox.handle(f.Recorded(now_ms=T0, record=bad))
-    assert c.Delete(("a",), reason="invalid") in cmds
-    assert outbox.status()["dropped"] == {"invalid": 1}
+    cmds = outbox.handle_all([f.Recorded(now_ms=T0, record=bad), f.Recorded(now_ms=T0, record=record_value("b", 2))])
+    assert c.Quarantine(({"id": "a", "area": "queue", "reason": "invalid_record"},)) in cmds
+    assert outbox.status()["quarantined"] == {"invalid_record": 1}
+    assert outbox.queued_ids == ["b"]
 
 
 def test_facts_before_restored_are_refused():

@@ -1,6 +1,6 @@
 import pytest
 
-from revu._policy import backoff_delay_ms, is_transient, parse_retry_after_ms, take_batch
+from revu._policy import batch_body, backoff_delay_ms, is_transient, parse_retry_after_ms, take_batch
 from revu._records import make_record
 
 T0 = 1_700_000_000_000
@@ -50,16 +50,55 @@ def _rec(i, size=10):
 
 def test_take_batch_by_count():
     records = [_rec(i) for i in range(10)]
-    assert [r.event_id for r in take_batch(records, 4, 60_000, 4)] == ["e0", "e1", "e2", "e3"]
+    assert [r.event_id for r in take_batch(records, 4, 60_000, "k", T0)] == ["e0", "e1", "e2", "e3"]
 
 
-def test_take_batch_by_bytes_keeps_body_within_budget():
+@pytest.mark.parametrize("budget", [1_200, 5_000, 10_000, 10_330])
+def test_take_batch_by_bytes_is_exact(budget):
     records = [_rec(i, size=1000) for i in range(100)]
-    batch = take_batch(records, 50, 10_000, 4)
-    assert 1 < len(batch) < 10
-    assert sum(r.size_bytes for r in batch) < 10_000
+    batch = take_batch(records, 50, budget, "kéy", T0)
+    body = batch_body("kéy", (r.env_json for r in batch), T0).encode()
+    assert len(body) <= budget
+    more = batch_body("kéy", (r.env_json for r in records[:len(batch) + 1]), T0).encode()
+    assert len(more) > budget, "one more record would not have fitted"
 
 
 def test_take_batch_sends_an_oversized_record_alone():
     records = [_rec(0, size=20_000), _rec(1)]
-    assert [r.event_id for r in take_batch(records, 50, 10_000, 4)] == ["e0"]
+    assert [r.event_id for r in take_batch(records, 50, 10_000, "k", T0)] == ["e0"]
+
+
+def test_batch_body_splices_the_stored_envelopes():
+    body = batch_body("k", ['{"event_id":"a","x":"é"}', '{"event_id":"b"}'], 12)
+    assert body == '{"api_key":"k","batch":[{"event_id":"a","x":"é","sent_at":12},{"event_id":"b","sent_at":12}]}'
+
+
+
+@pytest.mark.parametrize("zone", ["UTC", "Asia/Tokyo", "America/Los_Angeles"])
+def test_retry_after_http_date_ignores_the_host_time_zone(zone, monkeypatch):
+    # "-0000" makes email.utils return no offset; reading that as local time
+    # gave 0 ms in Tokyo and 30,000 ms in UTC for the same facts.
+    import time
+
+    if not hasattr(time, "tzset"):
+        pytest.skip("this interpreter cannot change its time zone")
+    monkeypatch.setenv("TZ", zone)
+    time.tzset()
+    try:
+        if zone != "UTC" and time.localtime(T0 // 1000).tm_gmtoff == 0:
+            pytest.skip(f"no time zone data for {zone} here")
+        assert parse_retry_after_ms("Tue, 14 Nov 2023 22:13:50 -0000", T0) == 30_000
+        assert parse_retry_after_ms("Tue, 14 Nov 2023 22:13:50 GMT", T0) == 30_000
+        assert parse_retry_after_ms("Tue, 14 Nov 2023 23:13:50 +0100", T0) == 30_000
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+
+
+def test_send_order_keeps_records_of_equal_seq_apart():
+    # Two tabs recording in the same millisecond give two records one seq.
+    records = [make_record(f"e{i}", 1000, {"event_id": f"e{i}", "event": "x", "properties": {}, "created_at": 1})
+               for i in range(4)]
+    from revu._policy import send_order
+
+    assert [r.event_id for r in send_order(records)] == ["e0", "e1", "e2", "e3"]

@@ -128,4 +128,4 @@ def test_a_long_hostile_session():
             ops.append((rng.choice(["offline", "online", "flush"]),))
     b, server, forbidden = _run(ops)
     _check(b, server, forbidden)
-    assert len(server.arrivals) > 250  # a substantial session, not a vacuous one
+    assert len(server.arrivals) > 200  # a substantial session, not a vacuous one

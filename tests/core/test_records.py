@@ -59,3 +59,22 @@ def test_dead_letter_round_trip():
     letter = DeadLetter(record, "http_400", 400, 2, 99)
     assert decode_dead_letter(json.dumps(letter.to_json())) == letter
     assert letter.to_json()["v"] == SCHEMA_VERSION
+
+
+def test_an_older_version_is_migrated_never_deleted(monkeypatch):
+    # How a schema bump works: MIGRATIONS[n] lifts a version-n value to n + 1,
+    # and a version-n record then decodes as a current one.
+    from revu import _records
+
+    def from_zero(value):
+        return {**value, "v": 1, "env": {**value["env"], "properties": value["env"].pop("props")}}
+
+    monkeypatch.setitem(_records.MIGRATIONS, 0, from_zero)
+    old = json.dumps({"v": 0, "seq": 3, "env": {"event_id": "a", "event": "x", "props": {"k": 1}, "created_at": 1}})
+    record = decode_record(old, key="a")
+    assert record.envelope["properties"] == {"k": 1}
+    assert json.loads(record.env_json) == record.envelope
+    monkeypatch.delitem(_records.MIGRATIONS, 0)
+    with pytest.raises(CorruptRecord) as err:
+        decode_record(old, key="a")
+    assert err.value.reason == "unknown_version"

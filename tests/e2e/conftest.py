@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -40,11 +41,22 @@ def ingest(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def site():
+def gen_root(tmp_path_factory):
+    return tmp_path_factory.mktemp("gen")
+
+
+@pytest.fixture
+def gen_dir(gen_root):
+    """A folder served at /gen/ on the site's origin, for pages a test writes."""
+    return gen_root
+
+
+@pytest.fixture(scope="session")
+def site(gen_root):
     dist = ROOT / "dist"
     if not (dist / "revu.js").is_file():
         pytest.exit("dist/revu.js is missing: run ./dev build first", returncode=2)
-    server = StaticServer({"/": ROOT / "tests" / "e2e" / "pages", "/revu/": dist}).start()
+    server = StaticServer({"/": ROOT / "tests" / "e2e" / "pages", "/revu/": dist, "/gen/": gen_root}).start()
     yield server
     server.stop()
 
@@ -66,7 +78,11 @@ def context(browser, ingest):
     ingest.reset()
     context = browser.new_context()
     yield context
+    # Closing the pages fires their unload beacons: keep them from reaching
+    # the next test (the ingest drops them while "offline"; reset() clears it).
+    ingest.set_faults({"offline": True})
     context.close()
+    time.sleep(0.3)
 
 
 @pytest.fixture
@@ -98,3 +114,27 @@ def pytest_terminal_summary(terminalreporter):
     terminalreporter.section("revu e2e figures")
     for entry in FIGURES:
         terminalreporter.write_line(json.dumps(entry))
+
+
+def crash_renderer(browser, page) -> None:
+    """Kill a page's renderer the way a crash would (CDP Page.crash): no
+    pagehide, no beacon. Sent through the browser's own CDP session with the
+    (deprecated) Target.sendMessageToTarget, because a page session's
+    send("Page.crash") never gets its answer and blocks Playwright."""
+    import uuid
+
+    marker = f"crash-{uuid.uuid4()}"
+    page.evaluate("(t) => { document.title = t; }", marker)
+    session = browser.new_browser_cdp_session()
+    target = next(t for t in session.send("Target.getTargets")["targetInfos"] if t.get("title") == marker)
+    attached = session.send("Target.attachToTarget", {"targetId": target["targetId"], "flatten": False})
+    crashed: list[bool] = []
+    page.on("crash", lambda _: crashed.append(True))
+    session.send("Target.sendMessageToTarget", {"sessionId": attached["sessionId"],
+                                               "message": json.dumps({"id": 1, "method": "Page.crash"})})
+    deadline = time.time() + 10
+    while not crashed and time.time() < deadline:
+        session.send("Target.getTargets")  # a round trip lets Playwright deliver the "crash" event
+        time.sleep(0.05)
+    assert crashed, "the renderer did not crash"
+    session.detach()

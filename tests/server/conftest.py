@@ -1,4 +1,12 @@
-"""Fixtures for the reference ingest server and static server tests.
+"""Fixtures for the ingest service and static server tests.
+
+Every test that uses ``ingest``, ``make_server`` or ``db_url`` runs twice:
+against SQLite and against PostgreSQL. PostgreSQL comes from
+``REVU_TEST_PG_URL`` (``./dev test`` starts a throwaway cluster and exports
+it); without it these fixtures start their own cluster with
+scripts/pg_throwaway.py when PostgreSQL is installed, and skip the
+PostgreSQL half otherwise (``REVU_REQUIRE_PG=1`` turns that skip into a
+failure; ``./dev test`` sets it). Each test gets its own PostgreSQL schema.
 
 Helpers are handed out as fixtures (``call``, ``make_envelope``) rather than
 imported, so these tests work under any pytest import mode.
@@ -7,7 +15,9 @@ imported, so these tests work under any pytest import mode.
 from __future__ import annotations
 
 import json
+import os
 import sys
+import tempfile
 import urllib.error
 import urllib.request
 import uuid
@@ -23,6 +33,9 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from demo.ingest_server import IngestServer  # noqa: E402
+
+sys.path.insert(0, str(ROOT / "scripts"))
+import pg_throwaway  # noqa: E402
 
 
 @dataclass
@@ -74,9 +87,78 @@ def _envelope(event: str = "page_view", **extra: Any) -> dict[str, Any]:
     return env
 
 
+@pytest.fixture(scope="session")
+def pg_base_url() -> Iterator[str | None]:
+    """A PostgreSQL URL for the whole session, or None (PostgreSQL tests skip)."""
+    url = os.environ.get("REVU_TEST_PG_URL")
+    if url:
+        yield url
+        return
+    try:
+        pg_throwaway.bin_dir()
+    except FileNotFoundError as exc:
+        if os.environ.get("REVU_REQUIRE_PG") == "1":
+            pytest.fail(f"REVU_REQUIRE_PG=1 but {exc}")
+        yield None
+        return
+    directory = tempfile.mkdtemp(prefix="revu-pg-tests-")
+    try:
+        yield pg_throwaway.start(directory)
+    finally:
+        pg_throwaway.stop(directory)
+
+
+def schema_url(base: str, schema: str) -> str:
+    return f"{base}&options=-csearch_path%3D{schema}" if "?" in base else f"{base}?options=-csearch_path%3D{schema}"
+
+
 @pytest.fixture
-def ingest() -> Iterator[IngestServer]:
-    server = IngestServer().start()
+def pg_schema_url(pg_base_url: str | None) -> Iterator[str]:
+    """A fresh, empty schema in the session's PostgreSQL, dropped afterwards."""
+    if pg_base_url is None:
+        pytest.skip("PostgreSQL is not installed and REVU_TEST_PG_URL is not set")
+    import psycopg
+
+    schema = "t_" + uuid.uuid4().hex[:16]
+    with psycopg.connect(pg_base_url, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+    try:
+        yield schema_url(pg_base_url, schema)
+    finally:
+        with psycopg.connect(pg_base_url, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def backend(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
+@pytest.fixture
+def db_url(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A database that outlives one server (restart tests): a SQLite file or a PostgreSQL schema."""
+    if backend == "sqlite":
+        return "sqlite:///" + str(tmp_path / "ingest.sqlite3")
+    return request.getfixturevalue("pg_schema_url")
+
+
+@pytest.fixture
+def make_server(backend: str, request: pytest.FixtureRequest) -> Callable[..., IngestServer]:
+    """make_server(**kwargs) -> an IngestServer (not started) on this test's
+    backend: in-memory SQLite, or this test's PostgreSQL schema."""
+    url = None if backend == "sqlite" else request.getfixturevalue("pg_schema_url")
+
+    def make(**kwargs: Any) -> IngestServer:
+        if url is not None and "db_url" not in kwargs:
+            kwargs["db_url"] = url
+        return IngestServer(**kwargs)
+
+    return make
+
+
+@pytest.fixture
+def ingest(make_server: Callable[..., IngestServer]) -> Iterator[IngestServer]:
+    server = make_server().start()
     try:
         yield server
     finally:

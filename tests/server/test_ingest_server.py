@@ -36,7 +36,9 @@ def test_valid_batch_is_stored_and_acked(ingest, post_events, make_envelope):
 
     assert reply.status == 200
     assert reply.headers["Content-Type"] == "application/json"
-    assert reply.json == {"ok": True, "accepted": [e["event_id"] for e in batch], "rejected": []}
+    assert reply.json == {
+        "ok": True, "accepted": [e["event_id"] for e in batch], "rejected": [], "accept_encoding": ["gzip"],
+    }
 
     state = ingest.state()
     assert state["unique"] == 2
@@ -96,7 +98,7 @@ def test_unknown_envelope_fields_are_kept_but_ignored(ingest, post_events, make_
 def test_empty_batch_is_ok(ingest, post_events):
     reply = post_events([])
     assert reply.status == 200
-    assert reply.json == {"ok": True, "accepted": [], "rejected": []}
+    assert reply.json == {"ok": True, "accepted": [], "rejected": [], "accept_encoding": ["gzip"]}
 
 
 # ---- dedupe -----------------------------------------------------------------
@@ -236,8 +238,8 @@ def test_chunked_body_is_accepted(ingest, make_envelope):
         conn.close()
 
 
-def test_oversized_body_is_413():
-    with IngestServer(max_body_bytes=1000) as server:
+def test_oversized_body_is_413(make_server):
+    with make_server(max_body_bytes=1000) as server:
         body = json.dumps({"api_key": "k", "batch": [{"event_id": "x", "event": "e", "p": "y" * 2000}]}).encode()
         conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
         try:
@@ -628,18 +630,17 @@ def test_concurrent_posts_with_overlapping_events(ingest, post_events, make_enve
     assert sorted(r["seq"] for r in state["requests"]) == list(range(1, 41))
 
 
-def test_sqlite_file_persists_across_restarts(tmp_path, call, make_envelope):
-    db = tmp_path / "ingest.sqlite3"
+def test_database_persists_across_restarts(db_url, call, make_envelope):
     first, second = make_envelope("first"), make_envelope("second")
 
-    with IngestServer(db_path=str(db)) as server:
+    with IngestServer(db_url=db_url) as server:
         url = server.url
         assert call("POST", url + "/v1/behavior/events", {"api_key": "k", "batch": [first]}).status == 200
         assert call("POST", url + "/v1/behavior/events", {"api_key": "k", "batch": [first]}).status == 200
     with pytest.raises(OSError):
         call("GET", url + "/healthz", timeout=1)
 
-    with IngestServer(db_path=str(db)) as server:
+    with IngestServer(db_url=db_url) as server:
         state = server.state()
         assert [e["event"] for e in state["events"]] == ["first"]
         assert state["duplicates"] == 1
@@ -652,7 +653,7 @@ def test_sqlite_file_persists_across_restarts(tmp_path, call, make_envelope):
         assert [r["seq"] for r in state["requests"]] == [3]
         assert state["events"][1]["request_seq"] == 3
 
-    with IngestServer(db_path=str(db)) as server:
+    with IngestServer(db_url=db_url) as server:
         assert server.state()["unique"] == 2
 
 
@@ -664,8 +665,8 @@ def test_wait_until(ingest, post_events, make_envelope):
         ingest.wait_until(lambda s: s["unique"] >= 2, timeout_s=0.2)
 
 
-def test_stop_is_idempotent_and_refuses_restart():
-    server = IngestServer().start()
+def test_stop_is_idempotent_and_refuses_restart(make_server):
+    server = make_server().start()
     server.stop()
     server.stop()
     with pytest.raises(RuntimeError):

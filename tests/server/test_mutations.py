@@ -345,8 +345,8 @@ def test_generic_mutations_path_is_still_reserved(ingest, call):
     assert ingest.state()["messages"] == []
 
 
-def test_oversized_mutation_is_413_and_logged():
-    with IngestServer(max_body_bytes=100) as server:
+def test_oversized_mutation_is_413_and_logged(make_server):
+    with make_server(max_body_bytes=100) as server:
         request = urllib.request.Request(
             server.messages_url("lobby"),
             data=json.dumps({"text": "x" * 200}).encode(),
@@ -523,12 +523,11 @@ def test_reset_clears_messages_keys_counters_and_mutation_faults(ingest, send, c
     assert ingest.state()["messages"][0]["seq_in_room"] == 1
 
 
-def test_messages_and_keys_survive_a_restart(tmp_path, call):
-    db = str(tmp_path / "ingest.sqlite3")
-    with IngestServer(db_path=db) as server:
+def test_messages_and_keys_survive_a_restart(db_url, call):
+    with IngestServer(db_url=db_url) as server:
         assert call("POST", server.messages_url("r"), {"text": "a"}, {"Idempotency-Key": "k1"}).status == 200
         call("POST", server.messages_url("r"), {"text": "a"}, {"Idempotency-Key": "k1"})
-    with IngestServer(db_path=db) as server:
+    with IngestServer(db_url=db_url) as server:
         state = server.state()
         assert [m["text"] for m in state["messages"]] == ["a"]
         assert state["mutation_replays"] == 1

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import email.utils
+import gzip
 import http.client
 import re
 import subprocess
@@ -11,10 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from demo.static_server import StaticServer
+import brotli
+
+from demo.static_server import StaticServer, cache_control_for, pick_encoding
 
 ROOT = Path(__file__).resolve().parents[2]
 SECRET = b"top secret, never served"
+WASM = b"\x00asm\x01\x00\x00\x00" + b"\x00" * 500
 
 
 @pytest.fixture
@@ -35,12 +40,21 @@ def trees(tmp_path):
         "pyodide/pyodide.asm.wasm": b"\x00asm\x01\x00\x00\x00",
         "pyodide/pyodide-lock.json": b"{}",
         "pyodide/python_stdlib.zip": b"PK\x05\x06" + b"\x00" * 18,
+        "assets/pyodide.asm.0123456789abcdef.wasm": WASM,
+        "assets/python_stdlib.fedcba9876543210.zip": b"PK\x03\x04" + b"\x00" * 200,
         "revu-0.1.0-py3-none-any.whl": b"PK\x05\x06" + b"\x00" * 18,
         "pyodide/pyodide.mjs": b"export {};",
         "notes.unknownext": b"?",
     }
+    (dist / "assets").mkdir()
     for name, content in files.items():
         (dist / name).write_bytes(content)
+    # Precompressed copies, as the build writes them (the wasm has both, the zip only gzip).
+    for name in ("revu.js", "assets/pyodide.asm.0123456789abcdef.wasm"):
+        (dist / f"{name}.br").write_bytes(brotli.compress(files[name]))
+        (dist / f"{name}.gz").write_bytes(gzip.compress(files[name]))
+    (dist / "assets/python_stdlib.fedcba9876543210.zip.gz").write_bytes(
+        gzip.compress(files["assets/python_stdlib.fedcba9876543210.zip"]))
     return site, dist
 
 
@@ -54,11 +68,14 @@ def static(trees):
         server.stop()
 
 
-def get(server: StaticServer, raw_path: str, method: str = "GET") -> tuple[int, http.client.HTTPResponse, bytes]:
+def get(server: StaticServer, raw_path: str, method: str = "GET",
+        headers: dict[str, str] | None = None) -> tuple[int, http.client.HTTPResponse, bytes]:
     """Send the path exactly as given (no client-side normalisation)."""
     conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
     try:
         conn.putrequest(method, raw_path, skip_accept_encoding=True)
+        for name, value in (headers or {}).items():
+            conn.putheader(name, value)
         conn.endheaders()
         response = conn.getresponse()
         body = response.read()
@@ -75,7 +92,9 @@ def get(server: StaticServer, raw_path: str, method: str = "GET") -> tuple[int, 
         ("/revu/pyodide/pyodide.mjs", "text/javascript"),
         ("/revu/pyodide/pyodide.asm.wasm", "application/wasm"),
         ("/revu/pyodide/pyodide-lock.json", "application/json"),
-        ("/revu/pyodide/python_stdlib.zip", "application/octet-stream"),
+        ("/revu/pyodide/python_stdlib.zip", "application/zip"),
+        ("/revu/assets/pyodide.asm.0123456789abcdef.wasm", "application/wasm"),
+        ("/revu/assets/python_stdlib.fedcba9876543210.zip", "application/zip"),
         ("/revu/revu-0.1.0-py3-none-any.whl", "application/octet-stream"),
         ("/revu/revu.js.map", "application/json"),
         ("/revu/notes.unknownext", "application/octet-stream"),
@@ -87,7 +106,8 @@ def test_mime_types(static, trees, path, media_type):
     status, response, body = get(static, path)
     assert status == 200
     assert response.getheader("Content-Type").split(";")[0] == media_type
-    assert response.getheader("Cache-Control") == "no-store"
+    assert response.getheader("Cache-Control") == cache_control_for(path)
+    assert response.getheader("Content-Encoding") is None  # the request accepts no encoding
     assert int(response.getheader("Content-Length")) == len(body)
 
 
@@ -246,3 +266,108 @@ def test_demo_page_is_self_hosted():
     js = (site / "demo.js").read_text()
     assert 'revu.init({ apiKey: "demo-key", host: INGEST, debug: true })' in js
     assert "http://127.0.0.1:8787" in js
+
+
+# ---- precompressed copies, caching, revalidation -------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("accept", "expected"),
+    [
+        ("br, gzip", "br"),
+        ("gzip, deflate, br, zstd", "br"),  # Chromium's header: br wins whatever the order
+        ("gzip", "gzip"),
+        ("br;q=0, gzip", "gzip"),
+        ("br;q=0.5, gzip;q=1", "br"),  # we prefer br whenever it is acceptable
+        ("*", "br"),
+        ("*;q=0, gzip", "gzip"),
+        ("identity", None),
+        ("gzip;q=0, br;q=0", None),
+        ("", None),
+        ("br;q=nonsense, gzip", "gzip"),
+    ],
+)
+def test_pick_encoding(accept, expected):
+    assert pick_encoding(accept, {"br", "gzip"}) == expected
+
+
+def test_pick_encoding_only_offers_what_exists():
+    assert pick_encoding("br, gzip", {"gzip"}) == "gzip"
+    assert pick_encoding("br", {"gzip"}) is None
+    assert pick_encoding("br, gzip", set()) is None
+
+
+@pytest.mark.parametrize(
+    ("accept", "encoding", "decode"),
+    [("gzip, deflate, br", "br", brotli.decompress), ("gzip", "gzip", gzip.decompress), (None, None, lambda b: b)],
+)
+def test_precompressed_copy_is_served_with_content_encoding_and_vary(static, accept, encoding, decode):
+    headers = {"Accept-Encoding": accept} if accept else {}
+    status, response, body = get(static, "/revu/assets/pyodide.asm.0123456789abcdef.wasm", headers=headers)
+    assert status == 200
+    assert response.getheader("Content-Encoding") == encoding
+    assert response.getheader("Content-Type") == "application/wasm"  # the type of what it decodes to
+    assert response.getheader("Vary") == "Accept-Encoding"
+    assert int(response.getheader("Content-Length")) == len(body)
+    assert decode(body) == WASM
+
+
+def test_only_gzip_copy_is_used_for_a_brotli_client(static):
+    status, response, body = get(static, "/revu/assets/python_stdlib.fedcba9876543210.zip",
+                                 headers={"Accept-Encoding": "br, gzip"})
+    assert (status, response.getheader("Content-Encoding")) == (200, "gzip")
+    assert gzip.decompress(body).startswith(b"PK\x03\x04")
+
+
+def test_no_vary_when_there_is_no_compressed_copy(static):
+    _, response, _ = get(static, "/revu/revu-0.1.0-py3-none-any.whl", headers={"Accept-Encoding": "br"})
+    assert response.getheader("Content-Encoding") is None
+    assert response.getheader("Vary") is None
+
+
+def test_cache_control_immutable_for_hashed_names_revalidate_for_the_rest(static):
+    _, response, _ = get(static, "/revu/assets/pyodide.asm.0123456789abcdef.wasm", headers={"Accept-Encoding": "br"})
+    assert response.getheader("Cache-Control") == "public, max-age=31536000, immutable"
+    for path in ("/revu/revu.js", "/", "/revu/pyodide/pyodide.asm.wasm"):
+        _, response, _ = get(static, path)
+        assert response.getheader("Cache-Control") == "no-cache", path
+    assert cache_control_for("python_stdlib.0123456789abcdef.zip") == "public, max-age=31536000, immutable"
+    assert cache_control_for("python_stdlib.0123456789ABCDEF.zip") == "no-cache"  # the build writes lower case
+    assert cache_control_for("app.0123456789abcde.js") == "no-cache"  # 15 hex digits: not ours
+
+
+def test_etag_differs_per_encoding_and_revalidates_with_304(static):
+    path = "/revu/revu.js"
+    _, plain, _ = get(static, path)
+    _, br, _ = get(static, path, headers={"Accept-Encoding": "br"})
+    assert plain.getheader("ETag") != br.getheader("ETag")
+    assert plain.getheader("Last-Modified")
+    status, response, body = get(static, path, headers={"Accept-Encoding": "br", "If-None-Match": br.getheader("ETag")})
+    assert (status, body) == (304, b"")
+    assert response.getheader("ETag") == br.getheader("ETag")
+    assert response.getheader("Cache-Control") == "no-cache"
+    assert response.getheader("Vary") == "Accept-Encoding"
+    # The identity ETag does not validate the brotli body.
+    status, _, body = get(static, path, headers={"Accept-Encoding": "br", "If-None-Match": plain.getheader("ETag")})
+    assert status == 200 and brotli.decompress(body) == b"window.revu = {};"
+    status, _, _ = get(static, path, headers={"If-None-Match": f'"nope", W/{plain.getheader("ETag")}'})
+    assert status == 304
+
+
+def test_if_modified_since(static, trees):
+    _, dist = trees
+    mtime = (dist / "revu.js").stat().st_mtime
+    later = email.utils.formatdate(mtime + 60, usegmt=True)
+    earlier = email.utils.formatdate(mtime - 60, usegmt=True)
+    assert get(static, "/revu/revu.js", headers={"If-Modified-Since": later})[0] == 304
+    assert get(static, "/revu/revu.js", headers={"If-Modified-Since": earlier})[0] == 200
+    assert get(static, "/revu/revu.js", headers={"If-Modified-Since": "garbage"})[0] == 200
+    # If-None-Match wins over If-Modified-Since.
+    assert get(static, "/revu/revu.js", headers={"If-Modified-Since": later, "If-None-Match": '"other"'})[0] == 200
+
+
+def test_head_of_a_compressed_copy(static):
+    status, response, body = get(static, "/revu/revu.js", method="HEAD", headers={"Accept-Encoding": "br"})
+    assert (status, body) == (200, b"")
+    assert response.getheader("Content-Encoding") == "br"
+    assert int(response.getheader("Content-Length")) == len(brotli.compress(b"window.revu = {};"))
