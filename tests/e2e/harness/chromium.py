@@ -6,7 +6,10 @@ API to what both engines offer and normalises console/error records.
 
 from __future__ import annotations
 
+import json
 import os
+import time
+import uuid
 from typing import Any, Callable
 
 from .base import (CDP, CLOSE_WITH_BEFOREUNLOAD, CLOSE_WITHOUT_BEFOREUNLOAD, CONSOLE, CRASH, INIT_SCRIPT,
@@ -26,8 +29,8 @@ class ChromiumRoute:
         self._route = route
         self.request = route.request
 
-    def abort(self) -> None:
-        self._route.abort()
+    def abort(self, error_code: str | None = None) -> None:
+        self._route.abort(error_code) if error_code else self._route.abort()
 
     def continue_(self) -> None:
         self._route.continue_()
@@ -80,13 +83,35 @@ class ChromiumPage(EventSource):
     def is_closed(self) -> bool:
         return self._page.is_closed()
 
+    def wait_for_timeout(self, timeout_ms: float) -> None:
+        self._page.wait_for_timeout(timeout_ms)
+
+    @property
+    def workers(self) -> list[Any]:
+        """The page's dedicated Workers (Playwright Worker objects)."""
+        return list(self._page.workers)
+
     def crash(self) -> None:
-        """CDP ``Page.crash``: the renderer process hosting this page dies."""
-        session = self._page.context.new_cdp_session(self._page)
-        try:
-            session.send("Page.crash")
-        except Exception:  # the reply never comes: the target is gone
-            pass
+        """Kill this page's renderer the way a crash would (CDP Page.crash): no
+        pagehide, no beacon. Sent through the browser's own CDP session with the
+        (deprecated) Target.sendMessageToTarget, because a page session's
+        send("Page.crash") never gets its answer and blocks Playwright."""
+        marker = f"crash-{uuid.uuid4()}"
+        self._page.evaluate("(t) => { document.title = t; }", marker)
+        session = self.context.browser._browser.new_browser_cdp_session()
+        target = next(t for t in session.send("Target.getTargets")["targetInfos"] if t.get("title") == marker)
+        attached = session.send("Target.attachToTarget", {"targetId": target["targetId"], "flatten": False})
+        crashed: list[bool] = []
+        self._page.on("crash", lambda _: crashed.append(True))
+        session.send("Target.sendMessageToTarget", {"sessionId": attached["sessionId"],
+                                                   "message": json.dumps({"id": 1, "method": "Page.crash"})})
+        deadline = time.time() + 10
+        while not crashed and time.time() < deadline:
+            session.send("Target.getTargets")  # a round trip lets Playwright deliver the "crash" event
+            time.sleep(0.05)
+        session.detach()
+        if not crashed:
+            raise RuntimeError("the renderer did not crash")
         self._crashed = True
 
     def cdp(self, method: str, params: dict[str, Any] | None = None) -> Any:
@@ -102,6 +127,7 @@ class ChromiumContext(EventSource):
         self._pages: dict[Any, ChromiumPage] = {}
         self._routes: dict[str, Callable[..., Any]] = {}
         context.on("page", self._on_page)
+        context.on("response", lambda r: self._emit("response", r))  # Playwright Response: url, status, headers
 
     def _on_page(self, page: Any) -> None:  # every new tab: ours and the ones the page opens
         wrapped = self._wrap(page)

@@ -83,13 +83,25 @@ class FirefoxRoute:
         self.request = self._Request(params["request"])
         self.handled = False
 
-    def abort(self) -> None:
+    def abort(self, error_code: str | None = None) -> None:
+        """Fail the request with a network error (BiDi has one kind only:
+        ``error_code``, Playwright's reason, is accepted and ignored)."""
         self.handled = True
         self._conn.send("network.failRequest", {"request": self._id})
 
     def continue_(self) -> None:
         self.handled = True
         self._conn.send("network.continueRequest", {"request": self._id})
+
+
+class FirefoxResponse:
+    """What ``network.responseCompleted`` tells: url, status, headers (lower-case names)."""
+
+    def __init__(self, params: dict[str, Any]) -> None:
+        response = params["response"]
+        self.url = params["request"]["url"]
+        self.status = response.get("status")
+        self.headers = {h["name"].lower(): h["value"].get("value", "") for h in response.get("headers", [])}
 
 
 class FirefoxPage(EventSource):
@@ -190,6 +202,16 @@ class FirefoxPage(EventSource):
     def is_closed(self) -> bool:
         return self._closed.is_set()
 
+    def wait_for_timeout(self, timeout_ms: float) -> None:
+        time.sleep(timeout_ms / 1000)
+
+    @property
+    def workers(self) -> list[dict[str, Any]]:
+        """The page's dedicated Workers, as BiDi realms (``script.getRealms``)."""
+        realms = self._conn.command("script.getRealms", {})["realms"]
+        mine = {r["realm"] for r in realms if r.get("type") == "window" and r.get("context") == self.id}
+        return [r for r in realms if r.get("type") == "dedicated-worker" and mine & set(r.get("owners", []))]
+
     def process_id(self) -> int:
         """The pid of the content process that runs this page's document."""
         pid = self.context.browser._chrome_call("""(id) => {
@@ -240,6 +262,11 @@ class FirefoxContext(EventSource):
         self._preload_scripts: list[str] = []
         self._routes: dict[str, tuple[str, Callable[[Any], None]]] = {}  # url -> (intercept, handler)
         self._closed = False
+
+    def on(self, name: str, handler: Callable[[Any], None]) -> Callable[[], None]:
+        if name == "response":
+            self.browser._watch_responses()
+        return super().on(name, handler)
 
     def _page_for(self, context_id: str) -> tuple[FirefoxPage, bool]:
         with self._lock:
@@ -344,6 +371,8 @@ class FirefoxBrowser:
         self._conn.on("browsingContext.contextCreated", self._on_created)
         self._conn.on("browsingContext.contextDestroyed", self._on_destroyed)
         self._conn.on("network.beforeRequestSent", self._on_request)
+        self._conn.on("network.responseCompleted", self._on_response)
+        self._responses_watched = False
         self._conn.command("session.subscribe", {"events": [
             "log.entryAdded", "browsingContext.contextCreated", "browsingContext.contextDestroyed"]})
 
@@ -397,6 +426,17 @@ class FirefoxBrowser:
             if context._on_blocked(params):
                 return
         self._conn.send("network.continueRequest", {"request": params["request"]["request"]})
+
+    def _on_response(self, params: dict[str, Any]) -> None:
+        # Requests made by a page's Workers carry the page's context id.
+        page = self._page(params.get("context"))
+        if page is not None:
+            page.context._emit("response", FirefoxResponse(params))
+
+    def _watch_responses(self) -> None:
+        if not self._responses_watched:
+            self._responses_watched = True
+            self._conn.command("session.subscribe", {"events": ["network.responseCompleted"]})
 
     def _watch_network(self, delta: int) -> None:
         self._network_watchers += delta
