@@ -71,10 +71,45 @@ def test_500_recorded_offline_reload_then_online(context, site, ingest, figures)
     assert {e["event_id"] for e in state["events"]} == set(ids)
     page.wait_for_function("revu.status().queued === 0")
     assert stored_records(page) == 0
-    assert max(r["n"] for r in state["requests"] if r["outcome"] == "ok") <= 50
+    # A backlog on a visible page drains in large batches (drainBatch 1000,
+    # drainBatchBytes 512 KiB), not maxBatch: fewer requests.
+    ok = [r for r in state["requests"] if r["outcome"] == "ok"]
+    assert max(r["n"] for r in ok) <= 1000 and max(r["body_bytes"] for r in ok) <= 524_288
     assert page.evaluate("revu.status().failures") == 0
     figures.update(sent=500, received=state["unique"], duplicates=state["duplicates"],
                    requests=state["requests_total"])
+
+
+# What a device that is offline shows every document, also one loaded while
+# offline (Chromium's emulation reports such a document as online).
+DEVICE_OFFLINE = """(() => {
+  const desc = Object.getOwnPropertyDescriptor(Navigator.prototype, "onLine");
+  Object.defineProperty(Navigator.prototype, "onLine", {configurable: true,
+    get() { return localStorage.getItem("test:offline") === "1" ? false : desc.get.call(this); }});
+})();"""
+
+
+def test_an_offline_device_does_not_beacon_and_the_next_page_sends_at_once(context, site, ingest, figures):
+    """A beacon cannot leave an offline device; had revu "sent" one, the next
+    page would hold those events back until the beacon could have landed."""
+    context.add_init_script(DEVICE_OFFLINE)
+    page = context.new_page()
+    page.goto(page_url(site, ingest))
+    wait_ready(page)
+    page.evaluate("localStorage.setItem('test:offline', '1'); dispatchEvent(new Event('offline'))")
+    ids = _record(page, 40, name="offline_device")
+    before = ingest.state()["requests_total"]
+    page.reload()
+    wait_ready(page)
+    assert ingest.state()["requests_total"] == before, "no beacon (nor anything else) left the offline device"
+    assert page.evaluate("Object.keys(JSON.parse(localStorage.getItem('revu:inflight') || '{}')).length") == 0
+    t0 = time.monotonic()
+    page.evaluate("localStorage.removeItem('test:offline'); dispatchEvent(new Event('online'))")
+    state = ingest.wait_until(lambda s: s["unique"] >= 40, timeout_s=15)
+    took = time.monotonic() - t0
+    assert {e["event_id"] for e in state["events"]} == set(ids)
+    assert took < 6, f"the stored events waited {took:.1f} s (held for a beacon that never left?)"
+    figures.update(sent=40, received=state["unique"], duplicates=state["duplicates"], seconds_to_all=round(took, 2))
 
 
 def test_50_recorded_at_script_start_then_reload_before_ready(context, site, ingest, figures):
@@ -116,6 +151,37 @@ def test_30_events_then_navigate_away(context, site, ingest, figures):
     state = _thirty_then(context, site, ingest, lambda page: page.goto(f"{site.url}/other.html"))
     figures.update(sent=30, received=state["unique"], duplicates=state["duplicates"],
                    requests=state["requests_total"])
+
+
+def test_30_events_then_leaving_at_once_with_default_options_arrive_once(browser, site, ingest, figures):
+    """With the defaults (flushAt 20) a keepalive request of 20 events is
+    decided in the core's Worker while the page is already leaving: the send
+    and the unload beacon cross. Whatever the order, no event may go twice.
+    (Each round in a fresh context: the next page of the same origin re-sends
+    what a beacon carried once it can no longer be in flight, a counted,
+    documented duplicate that is not this test's subject.)"""
+    duplicates, requests = [], []
+    for round_ in range(10):
+        ingest.reset()
+        context = browser.new_context()
+        page = context.new_page()
+        page.goto(page_url(site, ingest))
+        wait_ready(page)
+        ids = _record(page, 30, name=f"leaving_{round_}")
+        if round_ % 2:
+            page.goto(f"{site.url}/other.html")
+        else:
+            page.close(run_before_unload=True)
+        state = ingest.wait_until(lambda s: s["unique"] >= 30, timeout_s=15)
+        time.sleep(1.0)  # a late copy would arrive by now
+        state = ingest.state()
+        assert {e["event_id"] for e in state["events"]} == set(ids)
+        duplicates.append(state["duplicates"])
+        requests.append(state["requests_total"])
+        ingest.set_faults({"offline": True})
+        context.close()
+    figures.update(rounds=10, sent_each=30, duplicates=duplicates, requests=requests)
+    assert duplicates == [0] * 10, duplicates
 
 
 def test_backoff_503_x3_then_429_retry_after_then_200(context, site, ingest, figures):
