@@ -1,5 +1,12 @@
 """End-to-end fixtures: the reference ingest server, a static server for the
-test pages and dist/, and Debian's Chromium driven by Playwright.
+test pages and dist/, and a browser of each engine: Debian's Chromium
+(Playwright) and Debian's Firefox ESR (WebDriver BiDi), behind one facade
+(tests/e2e/harness, docs/browsers.md).
+
+Every test that uses ``browser`` or ``context`` runs once per engine; its id
+names the engine (``test_wire_format[firefox]``). ``REVU_E2E_ENGINES=firefox``
+(a comma list) runs a subset. One browser per engine per session, a fresh
+context (Chromium: BrowserContext, Firefox: user context) per test.
 
 The page (http://127.0.0.1:<site port>) and the ingest server
 (http://127.0.0.1:<ingest port>) are different origins, as in production,
@@ -9,7 +16,6 @@ so every request is a real CORS request.
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -22,11 +28,7 @@ sys.path.insert(0, str(ROOT))
 from demo.ingest_server import IngestServer  # noqa: E402
 from demo.static_server import StaticServer  # noqa: E402
 
-CHROMIUM = os.environ.get("REVU_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-]
+from harness import launch, selected_engines  # noqa: E402
 FIGURES: list[dict] = []
 
 
@@ -59,14 +61,16 @@ def site(gen_root):
     server.stop()
 
 
-@pytest.fixture(scope="session")
-def browser():
-    from playwright.sync_api import sync_playwright
+def pytest_generate_tests(metafunc):
+    if "engine" in metafunc.fixturenames:
+        metafunc.parametrize("engine", selected_engines(), scope="session")
 
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
+
+@pytest.fixture(scope="session")
+def browser(engine):
+    browser = launch(engine)
+    yield browser
+    browser.close()
 
 
 @pytest.fixture
@@ -84,7 +88,7 @@ def context(browser, ingest):
 @pytest.fixture
 def figures(request):
     """Record the figures a test proves (sent, received, duplicates)."""
-    entry = {"test": request.node.name}
+    entry = {"test": request.node.name}  # the name carries the engine: test_x[firefox]
     FIGURES.append(entry)
     return entry
 
@@ -113,24 +117,10 @@ def pytest_terminal_summary(terminalreporter):
 
 
 def crash_renderer(browser, page) -> None:
-    """Kill a page's renderer the way a crash would (CDP Page.crash): no
-    pagehide, no beacon. Sent through the browser's own CDP session with the
-    (deprecated) Target.sendMessageToTarget, because a page session's
-    send("Page.crash") never gets its answer and blocks Playwright."""
-    import uuid
-
-    marker = f"crash-{uuid.uuid4()}"
-    page.evaluate("(t) => { document.title = t; }", marker)
-    session = browser.new_browser_cdp_session()
-    target = next(t for t in session.send("Target.getTargets")["targetInfos"] if t.get("title") == marker)
-    attached = session.send("Target.attachToTarget", {"targetId": target["targetId"], "flatten": False})
-    crashed: list[bool] = []
-    page.on("crash", lambda _: crashed.append(True))
-    session.send("Target.sendMessageToTarget", {"sessionId": attached["sessionId"],
-                                               "message": json.dumps({"id": 1, "method": "Page.crash"})})
-    deadline = time.time() + 10
-    while not crashed and time.time() < deadline:
-        session.send("Target.getTargets")  # a round trip lets Playwright deliver the "crash" event
-        time.sleep(0.05)
-    assert crashed, "the renderer did not crash"
-    session.detach()
+    """Kill a page's renderer the way a crash would: no pagehide, no beacon.
+    Chromium: CDP Page.crash on the page's target. Firefox: SIGKILL of the
+    page's own content process (its pid read from the parent process), which
+    takes down that tab alone (docs/browsers.md "Crash"). ``browser`` is kept
+    for the callers' sake; the page knows its engine."""
+    del browser
+    page.crash()

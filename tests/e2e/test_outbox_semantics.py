@@ -1,4 +1,4 @@
-"""Issue 3 acceptance in headless Chromium against the reference server:
+"""Issue 3 acceptance in headless Chromium and Firefox ESR against the reference server:
 consent purge, PII at rest, stream order across offline + reload, poison
 isolation, exactly-once mutations across a reload mid-send."""
 

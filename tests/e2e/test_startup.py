@@ -168,10 +168,25 @@ def test_dist_on_another_origin_with_cors_and_the_documented_csp(context, ingest
         assert {p for _m, p, _s, _c in cdn.requests if "/assets/" in p}, "assets came from the dist origin"
 
 
+STALL_MONITOR = """
+  // Main-thread stalls, measured in both engines: Firefox has no "longtask"
+  // PerformanceObserver entry type (docs/browsers.md), so a 10 ms interval
+  // records the longest gap between its ticks; a stalled main thread (Pyodide
+  // starting on it blocks it for seconds) shows as one long gap.
+  window.__maxGap = 0;
+  { let last = performance.now();
+    setInterval(() => { const now = performance.now(); window.__maxGap = Math.max(window.__maxGap, now - last); last = now; }, 10); }
+  window.__longtaskSupported = (PerformanceObserver.supportedEntryTypes || []).includes("longtask");
+"""
+# The gap monitor's bound: far below a main-thread Pyodide start (2.3 s here, more on a
+# loaded CI machine), far above what timer scheduling on a shared 2-core machine costs.
+MAX_GAP_MS = 1000
+
+
 WORKER_PAGE = """<!doctype html><meta charset="utf-8"><title>load_core in a Worker</title>
-<script>
+<script>""" + STALL_MONITOR + """
   window.__longest = 0;
-  new PerformanceObserver((list) => {
+  if (window.__longtaskSupported) new PerformanceObserver((list) => {
     for (const e of list.getEntries()) window.__longest = Math.max(window.__longest, e.duration);
   }).observe({ type: "longtask", buffered: true });
   const worker = new Worker("/worker.mjs", { type: "module" });
@@ -205,8 +220,10 @@ def test_load_core_runs_in_a_module_worker_without_blocking_the_page(context, tm
         result = page.evaluate("window.__result")
         assert result.get("ok") is True, result
         assert "publish_rules" in result["commands"] and "report_status" in result["commands"], result
-        # Pyodide started in the Worker: the page's main thread had no long task from it.
+        # Pyodide started in the Worker: the page's main thread had no long task from it
+        # (Chromium's longtask entries) and never stalled (gap monitor, both engines).
         assert page.evaluate("window.__longest") < 250
+        assert page.evaluate("window.__maxGap") < MAX_GAP_MS, page.evaluate("window.__maxGap")
 
 
 def test_missing_wasm_rejects_ready_and_events_still_leave_by_beacon(context, ingest, manifest, tmp_path):
@@ -271,9 +288,9 @@ def test_network_lost_while_loading_recovers_when_it_returns(context, ingest, ma
 
 
 LONGTASK_PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>long tasks</title>
-<script>
+<script>""" + STALL_MONITOR + """
   window.__tasks = [];
-  new PerformanceObserver((list) => { for (const e of list.getEntries()) window.__tasks.push(e.duration); })
+  if (window.__longtaskSupported) new PerformanceObserver((list) => { for (const e of list.getEntries()) window.__tasks.push(e.duration); })
     .observe({ type: "longtask", buffered: true });
 </script>
 <script src="/revu/revu.js"></script>
@@ -293,6 +310,8 @@ def test_pyodide_never_runs_on_the_main_thread(context, ingest, gen_dir):
         assert _ready_state(page) == "ready"
         page.wait_for_timeout(200)  # let the observer deliver the last entries
         tasks = page.evaluate("window.__tasks")
+        max_gap = page.evaluate("window.__maxGap")
+        longtask_supported = page.evaluate("window.__longtaskSupported")
         realm = page.evaluate("""() => ({
           loadPyodide: typeof globalThis.loadPyodide,
           pyodide: typeof globalThis.pyodide,
@@ -305,3 +324,7 @@ def test_pyodide_never_runs_on_the_main_thread(context, ingest, gen_dir):
     # The bound only a main-thread start can exceed on a loaded CI machine (the
     # 50 ms target is the benchmark's).
     assert max(tasks, default=0) < 250, tasks
+    # Firefox has no longtask entries: there the gap monitor alone proves the main
+    # thread never stalled while the core started; Chromium checks both.
+    assert longtask_supported == (context.browser.name == "chromium"), longtask_supported
+    assert max_gap < MAX_GAP_MS, f"main thread stalled {max_gap:.0f} ms"
