@@ -95,12 +95,13 @@ class EventSource:
             handler(value)
 
 
-_FUNCTION = re.compile(r"^\s*(async\s+)?(function\b|\([^()]*\)\s*=>|[A-Za-z_$][\w$]*\s*=>)", re.S)
+_FUNCTION = re.compile(r"^(?:\s+|//[^\n]*\n|/\*.*?\*/)*(async\s+)?(function\b|\([^()]*\)\s*=>|[A-Za-z_$][\w$]*\s*=>)", re.S)
 
 
 def is_function_source(source: str) -> bool:
     """Playwright's rule: a string that is a function is called with the
-    argument; anything else is evaluated as an expression."""
+    argument; anything else is evaluated as an expression. Leading comments
+    are skipped (tests/e2e/hostile.js starts with one)."""
     return bool(_FUNCTION.match(source))
 
 
