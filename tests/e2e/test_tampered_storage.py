@@ -11,6 +11,9 @@ VALID = 50
 
 # Written before revu.js runs (an init script), beside 50 valid records.
 TAMPER = """([valid]) => {
+  // Init scripts also run in a new tab's initial about:blank, where Firefox
+  // refuses storage ("The operation is insecure"): tamper with the test page only.
+  if (!/^https?:$/.test(location.protocol)) return;
   if (sessionStorage.getItem("tampered")) return;
   const t0 = Date.now() - 60000;
   sessionStorage.setItem("tampered", "1");
