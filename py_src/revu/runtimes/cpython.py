@@ -21,7 +21,6 @@ import logging
 import os
 import socket
 import threading
-import time
 import uuid
 import weakref
 from collections.abc import Callable
@@ -33,6 +32,7 @@ from .._capture import CaptureError, capture_event
 from .._config import CAPTURE_LIMITS, Config, consent_allows
 from .._errors import UsageError
 from .._outbox import Outbox
+from ._common import RecordError, camel as _camel, now_ms as _now_ms
 from ._sqlite_store import SqliteStore
 from ._http_transport import post
 
@@ -45,29 +45,6 @@ DEFAULT_LEASE_MS = 15_000
 DEFAULT_CLOSE_TIMEOUT_S = 2.0
 _OPTION_NAMES = {"ttl_ms": "ttlMs"}
 _LOG_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING, "error": logging.ERROR}
-
-
-class RecordError(UsageError):
-    """``record()`` refused its input; nothing was stored.
-
-    Attributes:
-        code: ``invalid_event``, ``invalid_properties``, ``invalid_options``,
-            ``unserialisable``, ``too_deep``, ``too_many_members``,
-            ``too_large`` or ``pii_unsupported``.
-    """
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)
-
-
-def _camel(name: str) -> str:
-    head, *rest = name.split("_")
-    return head + "".join(part[:1].upper() + part[1:] for part in rest)
 
 
 class Client:

@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import gzip
 import random
-import time
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -33,30 +32,13 @@ from .._capture import CaptureError, capture_event
 from .._config import CAPTURE_LIMITS, Config, consent_allows
 from .._errors import UsageError
 from .._outbox import Outbox
+from ._common import RecordError, camel as _camel, now_ms as _now_ms
 
 __all__ = ["Client", "RecordError", "UsageError", "init", "record", "flush", "status", "close", "on", "client"]
 
 DEFAULT_STORAGE_KEY = "revu-py"
 MAX_REPLY_BYTES = 1_000_000
 _OPTION_NAMES = {"ttl_ms": "ttlMs"}
-
-
-class RecordError(UsageError):
-    """``record()`` refused its input; nothing was stored (``code`` as in
-    ``revu.runtimes.cpython.RecordError``)."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)
-
-
-def _camel(name: str) -> str:
-    head, *rest = name.split("_")
-    return head + "".join(part[:1].upper() + part[1:] for part in rest)
 
 
 class MemoryStore:
