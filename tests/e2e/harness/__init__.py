@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import os
 
-from .base import ALL_CAPABILITIES, ConsoleMessage, PageError, require
+from .base import ALL_CAPABILITIES, ConsoleMessage, PageError
 
-__all__ = ["ENGINES", "selected_engines", "launch", "require", "ALL_CAPABILITIES", "ConsoleMessage", "PageError"]
+__all__ = ["ENGINES", "selected_engines", "launch", "ALL_CAPABILITIES", "ConsoleMessage", "PageError"]
 
 ENGINES = ("chromium", "firefox")
 

@@ -15,8 +15,9 @@ test body reads the same in both engines:
     page.console_messages, page.page_errors
     route.request.url, route.abort(), route.continue_()
 
-Anything an engine cannot do is a missing capability: ``require()`` skips
-the test and names the engine limitation.
+Each engine lists its capabilities (``browser.capabilities``) and, for what
+it lacks, why (``browser.limits``); every e2e test today needs none that either
+engine lacks, so nothing is skipped for want of one.
 """
 
 from __future__ import annotations
@@ -26,15 +27,14 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-import pytest
 
 __all__ = [
     "CRASH", "OFFLINE", "ROUTE", "INIT_SCRIPT", "CLOSE_WITH_BEFOREUNLOAD", "CLOSE_WITHOUT_BEFOREUNLOAD",
     "MULTI_PAGE", "CONSOLE", "CDP", "ALL_CAPABILITIES",
-    "ConsoleMessage", "PageError", "EventSource", "require", "is_function_source", "poll",
+    "ConsoleMessage", "PageError", "EventSource", "is_function_source", "poll",
 ]
 
-# Capabilities (names used by require() and in docs/browsers.md).
+# Capabilities (names in browser.capabilities / browser.limits and in docs/browsers.md).
 CRASH = "crash"                                  # page.crash(): its renderer / content process dies
 OFFLINE = "offline"                              # context.set_offline(): network off + offline/online events
 ROUTE = "route"                                  # context.route(): abort or continue matching requests
@@ -47,13 +47,6 @@ CDP = "cdp"                                      # page.cdp(method, params): Chr
 
 ALL_CAPABILITIES = (CRASH, OFFLINE, ROUTE, INIT_SCRIPT, CLOSE_WITH_BEFOREUNLOAD,
                     CLOSE_WITHOUT_BEFOREUNLOAD, MULTI_PAGE, CONSOLE, CDP)
-
-
-def require(browser: Any, capability: str) -> None:
-    """Skip the calling test when ``browser`` lacks ``capability``, naming why."""
-    if capability not in browser.capabilities:
-        reason = browser.limits.get(capability, "not supported by this facade")
-        pytest.skip(f"{browser.name} {browser.version} lacks '{capability}': {reason}")
 
 
 @dataclass
