@@ -16,12 +16,21 @@ PostgreSQL, the load generator) as a share of one core.
 The floor, in the same run and the same PostgreSQL: the same rows loaded
 straight into the same table (created by the service's own migration) with
 COPY, in one connection, 5,000 rows per transaction. The service's
-PostgreSQL throughput is reported as a share of it.
+PostgreSQL throughput is reported as a share of it. Between the two, the
+service's own deduplicating INSERT sent straight from two connections
+(statement_floor): the database's part of the work, without HTTP or Python.
 
 PostgreSQL runs as a throwaway cluster (scripts/pg_throwaway.py) with its
-durable defaults (fsync on, synchronous_commit on): an event is acknowledged
-only after its commit is on disk. The results are appended to
-bench/RESULTS.md under "## Ingest service" (unless --no-write).
+durable defaults (fsync on, synchronous_commit on, full_page_writes on): an
+event is acknowledged only after its commit is on disk. Two things make the
+fresh cluster behave like one in service (PG_SETTINGS, prewarm_wal): WAL
+room for the whole run (min_wal_size / max_wal_size, so no checkpoint is
+forced mid-run) and WAL segments created before the run and recycled by a
+CHECKPOINT before each configuration. A cluster in service reuses its
+segments; a fresh one creates and zero-fills a new 16 MB segment every half
+second under this load, and every commit waits about 50 ms each time (seen
+as p99 ~55 ms against ~15 ms). The results are appended to bench/RESULTS.md
+under "## Ingest service" (unless --no-write).
 """
 
 from __future__ import annotations
@@ -50,6 +59,7 @@ SERVE = Path(sys.executable).parent / "revu-ingest"
 BATCH = 50
 DUPLICATES_PER_BATCH = 5  # 10%
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+SERVER_ARGS: list[str] = []  # extra `revu-ingest serve` options (--group-writes)
 RESULTS = ROOT / "bench" / "RESULTS.md"
 HEADING = "## Ingest service"
 
@@ -98,6 +108,36 @@ def postgres_pids(directory: str) -> list[int]:
     return [master] + children_of(master)
 
 
+# ---- PostgreSQL -----------------------------------------------------------------
+
+PG_SETTINGS = {"min_wal_size": "2GB", "max_wal_size": "4GB"}
+PREWARM_SEGMENTS = 96  # 1.5 GB of 16 MB WAL segments: more than one configuration writes
+
+
+def prewarm_wal(pg_url: str) -> float:
+    """Create PREWARM_SEGMENTS WAL segments (a tiny write and a segment
+    switch each) and recycle them with a CHECKPOINT; returns seconds."""
+    import psycopg
+
+    t0 = time.monotonic()
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE IF NOT EXISTS wal_prewarm (x int)")
+        for _ in range(PREWARM_SEGMENTS):
+            conn.execute("INSERT INTO wal_prewarm VALUES (1)")
+            conn.execute("SELECT pg_switch_wal()")
+        conn.execute("DROP TABLE wal_prewarm")
+        conn.execute("CHECKPOINT")
+    return time.monotonic() - t0
+
+
+def checkpoint(pg_url: str) -> None:
+    """Recycle the WAL segments the last configuration used."""
+    import psycopg
+
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute("CHECKPOINT")
+
+
 # ---- servers ------------------------------------------------------------------
 
 
@@ -108,7 +148,7 @@ def start_servers(db_url: str, count: int, workdir: Path) -> list[tuple[subproce
         out = open(log, "wb")
         popen = subprocess.Popen(
             [str(SERVE), "serve", "--db", db_url, "--port", "0", "--no-access-log", "--log-level", "warning",
-             "--pool-min", "4", "--pool-max", "8"],
+             "--pool-min", "4", "--pool-max", "8", *SERVER_ARGS],
             stdout=subprocess.DEVNULL, stderr=out,
         )
         procs.append((popen, log))
@@ -276,16 +316,13 @@ def run_config(name: str, db_url: str, processes: int, args: argparse.Namespace,
 # ---- the COPY floor ---------------------------------------------------------------
 
 
-def copy_floor(pg_url: str, rows: int, per_transaction: int, pg_dir: str) -> tuple[float, float]:
-    """(rows/s, rows per CPU-second of PostgreSQL + this client) for COPY of
-    ``rows`` rows into the service's events table, in a fresh schema the
-    service migrated."""
+def migrated_schema(pg_url: str, schema: str) -> str:
+    """A fresh schema with the service's tables (its own migration); its URL."""
     import psycopg
 
     sys.path.insert(0, str(ROOT / "ingest" / "src"))
     from revu_ingest.storage import make_storage
 
-    schema = f"copy_floor_{per_transaction}"
     with psycopg.connect(pg_url, autocommit=True) as conn:
         conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
         conn.execute(f"CREATE SCHEMA {schema}")
@@ -297,6 +334,16 @@ def copy_floor(pg_url: str, rows: int, per_transaction: int, pg_dir: str) -> tup
         await storage.close()
 
     asyncio.run(migrate())
+    return url
+
+
+def copy_floor(pg_url: str, rows: int, per_transaction: int, pg_dir: str) -> tuple[float, float]:
+    """(rows/s, rows per CPU-second of PostgreSQL + this client) for COPY of
+    ``rows`` rows into the service's events table, in a fresh schema the
+    service migrated."""
+    import psycopg
+
+    url = migrated_schema(pg_url, f"copy_floor_{per_transaction}")
     now = int(time.time() * 1000)
     data = [
         (f"copy-{per_transaction}-{i:09d}", "bench", "page_view", None, 1700000000000, now, None, 1,
@@ -322,6 +369,62 @@ def copy_floor(pg_url: str, rows: int, per_transaction: int, pg_dir: str) -> tup
     return rows / seconds, rows / max(cpu_s, 1e-9)
 
 
+def statement_floor(pg_url: str, rows: int, pg_dir: str, connections: int = 2, per_statement: int = 200
+                    ) -> tuple[float, float]:
+    """(envelopes/s, envelopes per CPU-second of PostgreSQL + this client)
+    for the service's own deduplicating INSERT (storage/_postgres.py), sent
+    straight from ``connections`` connections in statements of
+    ``per_statement`` envelopes, 10% of them re-sent, with no HTTP and no
+    service: what the database's part of the service's work costs. The
+    parameters are built before the clock starts."""
+    import threading
+
+    import psycopg
+
+    sys.path.insert(0, str(ROOT / "ingest" / "src"))
+    from revu_ingest.storage._postgres import _INSERT_EVENTS, ENVELOPE_SEPARATOR
+
+    url = migrated_schema(pg_url, "statement_floor")
+    now = int(time.time() * 1000)
+    resend = per_statement * DUPLICATES_PER_BATCH // BATCH
+    work: list[list[tuple[str, str]]] = [[] for _ in range(connections)]
+    sent = 0
+    for c in range(connections):
+        previous: list[str] = []
+        n = 0
+        while sent < rows:
+            ids = [f"stmt-{c}-{n + i:09d}" for i in range(per_statement - (resend if previous else 0))]
+            n += len(ids)
+            batch = ids + previous[:resend]
+            previous = ids
+            meta = json.dumps([[i, "page_view", None, 1700000000000, 1, "bench", now, None] for i in batch])
+            work[c].append((meta, ENVELOPE_SEPARATOR.join(envelope(i).decode() for i in batch)))
+            sent += len(batch)
+            if sent >= rows * (c + 1) // connections:
+                break
+    conns = [psycopg.connect(url, autocommit=True) for _ in range(connections)]
+    try:
+        def run(c: int) -> None:
+            for params in work[c]:
+                conns[c].execute(_INSERT_EVENTS, params).fetchall()
+
+        threads = [threading.Thread(target=run, args=(c,)) for c in range(connections)]
+        cpu0 = sum(cpu_ticks(pid) for pid in postgres_pids(pg_dir)) + cpu_ticks(os.getpid())
+        t0 = time.perf_counter()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        seconds = time.perf_counter() - t0
+        cpu_s = (sum(cpu_ticks(pid) for pid in postgres_pids(pg_dir)) + cpu_ticks(os.getpid()) - cpu0) / CLK_TCK
+        total = conns[0].execute("SELECT sum(receipts) FROM events").fetchone()[0]
+    finally:
+        for conn in conns:
+            conn.close()
+    assert total == sent, (total, sent)
+    return sent / seconds, sent / max(cpu_s, 1e-9)
+
+
 # ---- report -----------------------------------------------------------------------
 
 
@@ -339,14 +442,16 @@ def machine() -> str:
             f"Python {platform.python_version()}, load average before the run {load[0]:.2f}")
 
 
-def report(results: list[Result], floor: tuple[float, float], floor50: tuple[float, float], pg_version: str,
-           args: argparse.Namespace) -> str:
+def report(results: list[Result], floor: tuple[float, float], floor50: tuple[float, float],
+           stmt: tuple[float, float], pg_version: str, args: argparse.Namespace) -> str:
     lines = []
     stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     lines.append(f"### {stamp}")
     lines.append("")
-    lines.append(f"Machine: {machine()}. {pg_version}, durable defaults (fsync on, synchronous_commit on); "
-                 f"SQLite WAL, synchronous=NORMAL.")
+    lines.append(f"Machine: {machine()}. {pg_version}, durable defaults (fsync on, synchronous_commit on, "
+                 f"full_page_writes on), min_wal_size {PG_SETTINGS['min_wal_size']}, max_wal_size "
+                 f"{PG_SETTINGS['max_wal_size']}, WAL segments pre-created and recycled by a CHECKPOINT before "
+                 f"each configuration (as in a cluster in service); SQLite WAL, synchronous=NORMAL.")
     lines.append(f"Load: {args.connections} keep-alive connections spread over the processes, batches of {BATCH} "
                  f"events of {ENVELOPE_BYTES} bytes, {DUPLICATES_PER_BATCH * 100 // BATCH}% duplicates, "
                  f"{args.warmup:g} s warm-up then {args.seconds:g} s measured; load generator and servers share the machine.")
@@ -366,9 +471,15 @@ def report(results: list[Result], floor: tuple[float, float], floor50: tuple[flo
     lines.append(f"COPY floor (same rows, same table and indexes, one connection): {floor[0]:,.0f} rows/s "
                  f"({floor[1]:,.0f} rows per CPU-second of PostgreSQL and the loader) with {args.copy_rows:,} rows in "
                  f"transactions of 5,000; {floor50[0]:,.0f} rows/s in transactions of {BATCH} (one COPY per batch, "
-                 f"the service's commit pattern, one connection). \"wall\" compares events/s with COPY rows/s in "
+                 f"one connection). \"wall\" compares events/s with COPY rows/s in "
                  f"the same run; \"CPU\" compares what each costs per CPU-second, which holds whatever else the "
                  f"machine runs.")
+    lines.append("")
+    lines.append(f"The service's own deduplicating INSERT, sent straight to PostgreSQL (no HTTP, no service; 2 "
+                 f"connections, statements of 200 envelopes, 10% re-sent): {stmt[0]:,.0f} envelopes/s "
+                 f"({stmt[0] / floor[0]:.0%} of COPY), {stmt[1]:,.0f} per CPU-second ({stmt[1] / floor[1]:.0%} of "
+                 f"COPY's). That is the database's share of the work alone; the service adds HTTP, JSON and "
+                 f"validation on the same two cores.")
     lines.append("")
     return "\n".join(lines)
 
@@ -401,7 +512,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--copy-rows", type=int, default=200_000)
     parser.add_argument("--only", default="", help="comma list of: sqlite1,pg1,pg2,pg4")
     parser.add_argument("--no-write", action="store_true", help="do not update bench/RESULTS.md")
+    parser.add_argument("--group-writes", type=int, default=None,
+                        help="revu-ingest serve --group-writes for every server (default: the service's default)")
     args = parser.parse_args(argv)
+    if args.group_writes is not None:
+        SERVER_ARGS[:] = ["--group-writes", str(args.group_writes)]
     try:
         import uvloop
 
@@ -414,7 +529,8 @@ def main(argv: list[str] | None = None) -> int:
     results: list[Result] = []
     try:
         print(f"starting a throwaway PostgreSQL in {pg_dir} ...", flush=True)
-        pg_url = pg_throwaway.start(pg_dir, durable=True)
+        pg_url = pg_throwaway.start(pg_dir, durable=True, settings=PG_SETTINGS)
+        print(f"  WAL segments pre-created and recycled in {prewarm_wal(pg_url):.1f} s", flush=True)
         import psycopg
 
         with psycopg.connect(pg_url, autocommit=True) as conn:
@@ -435,19 +551,26 @@ def main(argv: list[str] | None = None) -> int:
                     conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
                     conn.execute(f"CREATE SCHEMA {schema}")
                 url = f"{pg_url}&options=-csearch_path%3D{schema}"
+            checkpoint(pg_url)
             print(f"{name} ...", flush=True)
             r = run_config(name, url, processes, args, workdir, pg_dir if url.startswith("postgres") else None)
             results.append(r)
             print(f"  {r.events_per_s:,.0f} events/s, p50 {r.pct(0.5):.1f} ms, p99 {r.pct(0.99):.1f} ms, "
                   f"errors {r.errors}, cpu {({k: round(v, 2) for k, v in r.cpu.items()})}", flush=True)
         print("COPY floor ...", flush=True)
+        checkpoint(pg_url)
         floor = copy_floor(pg_url, args.copy_rows, 5000, pg_dir)
+        checkpoint(pg_url)
         floor50 = copy_floor(pg_url, min(args.copy_rows, 50_000), BATCH, pg_dir)
         print(f"  {floor[0]:,.0f} rows/s ({floor[1]:,.0f} per CPU-second) in transactions of 5,000; "
               f"{floor50[0]:,.0f} rows/s in transactions of {BATCH}")
+        print("the service's INSERT alone ...", flush=True)
+        checkpoint(pg_url)
+        stmt = statement_floor(pg_url, min(args.copy_rows, 100_000), pg_dir)
+        print(f"  {stmt[0]:,.0f} envelopes/s ({stmt[1]:,.0f} per CPU-second)")
     finally:
         pg_throwaway.stop(pg_dir)
-    text = report(results, floor, floor50, pg_version, args)
+    text = report(results, floor, floor50, stmt, pg_version, args)
     print()
     print(text)
     if not args.no_write:

@@ -170,7 +170,7 @@ class Service:
                     413, "too_many_events", f"batch has more than {self.settings.max_batch_events} events"
                 ),
             )
-        checked = wire.check_batch(parsed.batch)
+        checked = wire.check_batch(parsed.batch, texts=parsed.texts)
         assert parsed.api_key is not None
         try:
             result = await self.storage.store_events(

@@ -34,6 +34,7 @@ class Settings:
     chat: bool = True
     pool_min: int | None = None
     pool_max: int | None = None
+    group_writes: int | None = None
     access_log: bool = True
     test_faults: bool = False
 

@@ -98,7 +98,9 @@ def _uvicorn_config(app: Any, settings: Settings, *, factory: bool = False, work
 
 def build_app(settings: Settings) -> Any:
     """The production app (plus the fault layer with ``--test-faults``)."""
-    storage = make_storage(settings.db_url, pool_min=settings.pool_min, pool_max=settings.pool_max)
+    storage = make_storage(
+        settings.db_url, pool_min=settings.pool_min, pool_max=settings.pool_max, group_writes=settings.group_writes
+    )
     if not settings.test_faults:
         return create_app(settings, storage)
     from .faults import FaultLayer

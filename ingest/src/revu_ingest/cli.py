@@ -40,6 +40,9 @@ def _parser() -> argparse.ArgumentParser:
                    help=f"on SIGTERM, seconds to finish requests in flight (default {DEFAULT_GRACEFUL_TIMEOUT_S:g})")
     s.add_argument("--pool-min", type=int, default=None, help="PostgreSQL pool size per process, minimum (default 2)")
     s.add_argument("--pool-max", type=int, default=None, help="PostgreSQL pool size per process, maximum (default 10)")
+    s.add_argument("--group-writes", type=int, default=None,
+                   help="PostgreSQL: event writes running at once per process; the batches of requests that "
+                        "arrive meanwhile are written together, in one transaction (default 4)")
     s.add_argument("--no-chat", action="store_true",
                    help="disable the reference mutation endpoint POST /v1/chat/<room>/messages")
     s.add_argument("--no-access-log", action="store_true", help="no log line per request")
@@ -69,6 +72,7 @@ def main(argv: list[str] | None = None) -> int:
             chat=not args.no_chat,
             pool_min=args.pool_min,
             pool_max=args.pool_max,
+            group_writes=args.group_writes,
             access_log=not args.no_access_log,
             test_faults=args.test_faults,
         )

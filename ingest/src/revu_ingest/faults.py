@@ -456,7 +456,7 @@ class FaultLayer:
             await json_response(422, {"ok": False, "code": "poison"}, extra)(scope, receive, send)
             return
         if not store:
-            checked = wire.check_batch(parsed.batch, reject_ids, "rejected_by_test")  # type: ignore[union-attr]
+            checked = wire.check_batch(parsed.batch, reject_ids, "rejected_by_test", parsed.texts)  # type: ignore[union-attr]
             self._finish(entry, status, "ok")
             await json_response(status, wire.events_reply(checked.accepted, checked.rejected), extra)(
                 scope, receive, send

@@ -1,12 +1,14 @@
 """PostgreSQL storage (psycopg 3, async connection pool): the option for many
 processes and many machines behind one database.
 
-Connections are in autocommit mode: a batch is one ``INSERT ... SELECT FROM
-unnest(...)`` statement, so one round trip and one transaction per request,
-committed before the reply. The mutation check-and-apply is one explicit
-transaction that claims the Idempotency-Key with ``INSERT ... ON CONFLICT DO
-NOTHING``: a second process with the same key waits on the unique index
-until the first commits, then finds the key and replays its reply.
+Connections are in autocommit mode: the event batches of the requests
+waiting in a process are one ``INSERT ... SELECT ... ON CONFLICT`` statement
+(group commit, ``_group.py``), so one round trip and one transaction for all
+of them, committed before any of them is answered. The mutation
+check-and-apply is one explicit transaction that claims the Idempotency-Key
+with ``INSERT ... ON CONFLICT DO NOTHING``: a second process with the same
+key waits on the unique index until the first commits, then finds the key
+and replays its reply.
 
 Tables live in the first schema of the connection's ``search_path`` (pick
 one with ``?options=-csearch_path%3Dmyschema`` in the URL).
@@ -24,6 +26,7 @@ from psycopg import errors as pg_errors
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from .._wire import KEY_REUSED_REPLY, EventRow, dumps
+from ._group import GroupCommit, GroupRow
 from ._base import SCHEMA_VERSION, MutationResult, Storage, StorageError, StoreResult, Totals, replayed
 
 T = TypeVar("T")
@@ -32,6 +35,8 @@ DEFAULT_POOL_MIN = 2
 DEFAULT_POOL_MAX = 10
 DEFAULT_POOL_TIMEOUT_S = 10.0  # waiting for a free connection
 DEFAULT_CONNECT_TIMEOUT_S = 30.0  # at start-up, before giving up
+DEFAULT_GROUP_WRITES = 4  # event writes running at once per process (group commit, storage/_group.py)
+GROUP_MAX_ROWS = 5000  # events in one group write
 _RETRIES = 5  # deadlocks and serialisation failures are retried (the transaction is atomic)
 
 _SCHEMA_V1 = [
@@ -73,14 +78,21 @@ _SCHEMA_V1 = [
     "CREATE SEQUENCE IF NOT EXISTS request_seq",
 ]
 
-# The rows travel as one JSON parameter ([[event_id, event, stream,
-# created_at, receipts, envelope_text], ...], encoded in C by json) rather
-# than as six arrays: psycopg adapts list parameters element by element in
-# Python, which cost more than everything else in a request.
+# The rows travel as two text parameters rather than as arrays (psycopg adapts
+# list parameters element by element in Python, which cost more than
+# everything else in a request): the short columns as one JSON array
+# ([[event_id, event, stream, created_at, receipts, api_key, received_at_ms,
+# request_seq], ...], encoded in C by json), and the envelopes' JSON texts
+# joined by U+0001, which no JSON text holds (JSON escapes every control
+# character), split again by string_to_table. Sending the envelopes inside the
+# JSON array instead would escape every quote in them, and cost PostgreSQL a
+# slow unescaping parse.
+ENVELOPE_SEPARATOR = "\x01"
 _INSERT_EVENTS = """
 INSERT INTO events AS e (event_id, api_key, event, stream, created_at, received_at_ms, request_seq, receipts, envelope)
-SELECT u.r->>0, %s, u.r->>1, u.r->>2, (u.r->>3)::int8, %s, %s, (u.r->>4)::int4, u.r->>5
-FROM jsonb_array_elements(%s::jsonb) WITH ORDINALITY AS u(r, pos)
+SELECT u.r->>0, u.r->>5, u.r->>1, u.r->>2, (u.r->>3)::int8, (u.r->>6)::int8, (u.r->>7)::int8, (u.r->>4)::int4,
+       u.envelope
+FROM ROWS FROM (jsonb_array_elements(%s::jsonb), string_to_table(%s, E'\\x01')) WITH ORDINALITY AS u(r, envelope, pos)
 ORDER BY u.pos
 ON CONFLICT (event_id) DO UPDATE SET receipts = e.receipts + EXCLUDED.receipts
 RETURNING e.event_id, e.receipts
@@ -106,17 +118,22 @@ class PostgresStorage(Storage):
         pool_max: int = DEFAULT_POOL_MAX,
         pool_timeout_s: float = DEFAULT_POOL_TIMEOUT_S,
         connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S,
+        group_writes: int = DEFAULT_GROUP_WRITES,
     ) -> None:
         if urlsplit(url).scheme not in ("postgresql", "postgres"):
             raise ValueError(f"not a postgresql URL: {mask_password(url)!r}")
         if not 1 <= pool_min <= pool_max:
             raise ValueError("need 1 <= pool_min <= pool_max")
+        if group_writes < 1:
+            raise ValueError("group_writes must be >= 1")
         self.url = url
         self.pool_min = pool_min
         self.pool_max = pool_max
         self.pool_timeout_s = pool_timeout_s
         self.connect_timeout_s = connect_timeout_s
+        self.group_writes = min(group_writes, pool_max)
         self._pool: AsyncConnectionPool | None = None
+        self._group: GroupCommit | None = None
 
     def describe(self) -> str:
         return mask_password(self.url)
@@ -163,6 +180,7 @@ class PostgresStorage(Storage):
         except BaseException:
             await self.close()
             raise
+        self._group = GroupCommit(self._write_rows, max_in_flight=self.group_writes, max_rows=GROUP_MAX_ROWS)
 
     @staticmethod
     async def _migrate(conn: psycopg.AsyncConnection) -> None:
@@ -185,6 +203,9 @@ class PostgresStorage(Storage):
                 await conn.execute("INSERT INTO schema_version (version) VALUES (%s)", (SCHEMA_VERSION,))
 
     async def close(self) -> None:
+        group, self._group = self._group, None
+        if group is not None:
+            await group.drain()  # batches handed in before close are written
         pool, self._pool = self._pool, None
         if pool is not None:
             await pool.close()
@@ -202,21 +223,23 @@ class PostgresStorage(Storage):
     ) -> StoreResult:
         if not rows:
             return StoreResult(0, 0)
-        rows_json = dumps([[r.event_id, r.event, r.stream, r.created_at, r.receipts, r.envelope] for r in rows])
-        params = (api_key, received_at_ms, request_seq, rows_json)
-        sent = {r.event_id: r.receipts for r in rows}
+        if self._group is None:
+            raise StorageError("postgresql storage is not open")
+        return await self._group.store(api_key, rows, received_at_ms, request_seq)
 
-        async def insert(conn: psycopg.AsyncConnection) -> StoreResult:
-            cur = await conn.execute(_INSERT_EVENTS, params)
-            stored = duplicates = 0
-            for event_id, receipts in await cur.fetchall():
-                # A new row holds exactly the receipts sent; a known one more.
-                if receipts == sent[event_id]:
-                    stored += 1
-                    duplicates += receipts - 1
-                else:
-                    duplicates += sent[event_id]
-            return StoreResult(stored, duplicates)
+    async def _write_rows(self, rows: list[GroupRow]) -> dict[str, int]:
+        meta = dumps([
+            [g.row.event_id, g.row.event, g.row.stream, g.row.created_at, g.receipts, g.api_key, g.received_at_ms,
+             g.request_seq]
+            for g in rows
+        ])
+        envelopes = ENVELOPE_SEPARATOR.join([g.row.envelope for g in rows])
+        if envelopes.count(ENVELOPE_SEPARATOR) != len(rows) - 1:  # cannot happen: envelopes are JSON texts
+            raise ValueError("an envelope text holds U+0001; it is not JSON")
+
+        async def insert(conn: psycopg.AsyncConnection) -> dict[str, int]:
+            cur = await conn.execute(_INSERT_EVENTS, (meta, envelopes))
+            return dict(await cur.fetchall())
 
         return await self._with_conn(insert)
 
