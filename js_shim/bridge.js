@@ -21,21 +21,67 @@
  */
 const MANIFEST = typeof __REVU_MANIFEST__ !== "undefined" ? __REVU_MANIFEST__ : null;
 
+/** After ready, the snapshot Worker waits this long (the page's own start-up goes first). */
+const SNAPSHOT_DELAY_MS = 2000;
+
 /**
  * @param {string} url
+ * @param {string} [name]
  * @returns {Worker}
  * @throws when the browser refuses to create it
  */
-function createWorker(url) {
+function createWorker(url, name = "revu-core") {
   const here = globalThis.location ? globalThis.location.origin : null;
-  if (here && new URL(url).origin === here) return new Worker(url, { type: "module", name: "revu-core" });
+  if (here && new URL(url).origin === here) return new Worker(url, { type: "module", name });
   const source = `import ${JSON.stringify(url)};`;
   const blobUrl = URL.createObjectURL(new Blob([source], { type: "text/javascript" }));
   try {
-    return new Worker(blobUrl, { type: "module", name: "revu-core" });
+    return new Worker(blobUrl, { type: "module", name });
   } finally {
     setTimeout(() => URL.revokeObjectURL(blobUrl), 60000);
   }
+}
+
+/**
+ * Make the memory snapshot a later visit starts from, in a throwaway Worker of
+ * its own (core_host/worker.js, "snapshot cache"); it is terminated when done,
+ * and its memory goes with it. Nothing depends on it: any failure only means
+ * the next visit starts normally.
+ * @param {string} workerUrl
+ * @param {object} payload  the core Worker's "makeSnapshot" payload
+ * @returns {void}
+ */
+function makeSnapshotInWorker(workerUrl, payload) {
+  const note = (what) => {
+    try {
+      console.debug("revu: snapshot cache:", what);
+    } catch {
+      // logging only
+    }
+  };
+  let worker;
+  try {
+    worker = createWorker(workerUrl, "revu-core-snapshot");
+  } catch (err) {
+    note(`no snapshot Worker here: ${err && err.message}`);
+    return;
+  }
+  const began = performance.now();
+  const done = (what) => {
+    clearTimeout(timer);
+    note(`${what} (${Math.round(performance.now() - began)} ms in the snapshot Worker)`);
+    worker.terminate();
+  };
+  const timer = setTimeout(() => done("making the snapshot timed out"), payload.timeoutMs * 2);
+  worker.addEventListener("message", (event) => {
+    const { ok, result, error } = event.data || {};
+    done(ok ? `stored ${result} bytes (gzip)` : `not stored: ${error}`);
+  });
+  worker.addEventListener("error", (event) => {
+    event.preventDefault();
+    done(`the snapshot Worker failed: ${event.message}`);
+  });
+  worker.postMessage({ id: 1, op: "makeSnapshot", payload });
 }
 
 /**
@@ -114,6 +160,7 @@ export async function loadCore(assetsUrl, { timeoutMs = 60000, manifest = MANIFE
         // marks are diagnostics only
       }
     }
+    if (loaded && loaded.snapshot) setTimeout(() => makeSnapshotInWorker(workerUrl, loaded.snapshot), SNAPSHOT_DELAY_MS);
   } catch (err) {
     worker.terminate();
     throw err;

@@ -4,10 +4,12 @@
 // commands stay JSON strings, exactly as on the main thread before.
 //
 //   op "load"   {assetsUrl, manifest, timeoutMs, snapshotCache}  load Pyodide + revu
-//                            -> {restored}: true when it started from the snapshot cached
-//                            by an earlier visit (see "snapshot cache" below)
+//                            -> {restored, snapshot}: restored is true when it started from
+//                            the snapshot cached by an earlier visit; snapshot, when not
+//                            null, is the "makeSnapshot" payload for a second Worker
+//                            (see "snapshot cache" below)
 //   op "makeSnapshot" {assetsUrl, manifest, timeoutMs, key}  (only in the throwaway
-//                            nested Worker) a clean Pyodide + `import revu`, its memory
+//                            snapshot Worker) a clean Pyodide + `import revu`, its memory
 //                            snapshot gzipped into Cache Storage under `key` -> bytes stored
 //   op "start"  optionsJson  Bridge.start                 -> JSON string
 //   op "handle" factsJson    Bridge.handle                -> JSON string, or the
@@ -23,17 +25,18 @@ import { CoreLoadError, loadPythonCore, wrapSnapshot } from "../core/load_core.j
 // start, instead of starting Python (docs/serving.md, "Start-up cost"). A snapshot
 // must be taken at a clean point, before any page state exists in the interpreter
 // (Pyodide's makeMemorySnapshot needs `_makeSnapshot` from the start, and the live
-// core holds the page's options and queue), so it is made by a throwaway nested Worker
-// that starts its own Pyodide, imports revu, snapshots and is terminated: its memory
-// goes with it. It runs SNAPSHOT_DELAY_MS after ready, off the page's and this
-// Worker's threads. Stored gzipped in Cache Storage under a key naming the Pyodide
+// core holds the page's options and queue), so it is made by a throwaway second Worker
+// (this same script) that starts its own Pyodide, imports revu, snapshots and is
+// terminated: its memory goes with it. The page starts that Worker (bridge.js) a
+// couple of seconds after ready, off the page's and this Worker's threads. It is not
+// nested in this Worker: in Firefox a nested Worker making its snapshot sometimes left
+// this one answering nothing more (docs/browsers.md). Stored gzipped in Cache Storage under a key naming the Pyodide
 // version, the stdlib zip's sha256 and this Worker's file, so a new build never
 // restores an old snapshot. Anything wrong with a cached snapshot (a missing or bad
 // entry, a failed gunzip, a header for another zip, Pyodide refusing it) deletes it and
 // starts normally: the cache can make a start faster, never fail it.
 
 const SNAPSHOT_CACHE = "revu-core-snapshot-v1";
-const SNAPSHOT_DELAY_MS = 2000;
 
 function debug(...args) {
   try {
@@ -100,41 +103,10 @@ async function loadWithCache(payload) {
     }
   }
   const loaded = await loadPythonCore(opts);
-  if (key) setTimeout(() => makeInNestedWorker({ ...opts, key }), SNAPSHOT_DELAY_MS);
-  return { loaded, restored: false };
+  return { loaded, restored: false, snapshot: key ? { ...opts, key } : null };
 }
 
-let making = false;
-function makeInNestedWorker(payload) {
-  if (making || typeof Worker !== "function") return;
-  making = true;
-  let nested;
-  try {
-    nested = new Worker(import.meta.url, { type: "module", name: "revu-core-snapshot" });
-  } catch (err) {
-    debug("no nested Worker here:", err && err.message);
-    return;
-  }
-  const began = performance.now();
-  const done = (what) => {
-    debug(`${what} (${Math.round(performance.now() - began)} ms in the nested Worker)`);
-    nested.terminate();
-  };
-  const timer = setTimeout(() => done("making the snapshot timed out"), payload.timeoutMs * 2);
-  nested.onmessage = (event) => {
-    clearTimeout(timer);
-    const { ok, result, error } = event.data || {};
-    done(ok ? `stored ${result} bytes (gzip)` : `not stored: ${error}`);
-  };
-  nested.onerror = (event) => {
-    event.preventDefault();
-    clearTimeout(timer);
-    done(`the nested Worker failed: ${event.message}`);
-  };
-  nested.postMessage({ id: 1, op: "makeSnapshot", payload });
-}
-
-/** In the nested Worker: a clean interpreter with revu imported, snapshotted into the cache. */
+/** In the snapshot Worker: a clean interpreter with revu imported, snapshotted into the cache. */
 async function makeSnapshot(payload) {
   const { pyodide, bridge } = await loadPythonCore({
     assetsUrl: payload.assetsUrl, manifest: payload.manifest, timeoutMs: payload.timeoutMs,
@@ -187,9 +159,9 @@ async function run(op, payload) {
   switch (op) {
     case "load":
       loading = loading ?? loadWithCache(payload)
-        .then(({ loaded, restored }) => {
+        .then(({ loaded, restored, snapshot }) => {
           bridge = loaded.bridge;
-          return { restored };
+          return { restored, snapshot: snapshot ?? null };
         });
       try {
         return await loading;

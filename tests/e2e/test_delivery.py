@@ -188,12 +188,7 @@ def test_30_events_then_leaving_at_once_with_default_options_arrive_once(browser
     assert duplicates == [0] * 10, duplicates
 
 
-def test_backoff_503_x3_then_429_retry_after_then_200(context, site, ingest, figures, engine, request):
-    if engine == "firefox":
-        # Known open issue (docs/browsers.md): in one full run out of three on a
-        # loaded machine, Firefox made only 2 of the 5 requests within 40 s.
-        request.applymarker(pytest.mark.xfail(reason="Firefox: the third retry sometimes does not come within 40 s "
-                                              "on a loaded machine (open, docs/browsers.md)", strict=False))
+def test_backoff_503_x3_then_429_retry_after_then_200(context, site, ingest, figures):
     ingest.set_faults({"script": [{"status": 503}, {"status": 503}, {"status": 503},
                                   {"status": 429, "retry_after": "1"}]})
     page = context.new_page()

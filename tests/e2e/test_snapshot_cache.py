@@ -36,7 +36,7 @@ def _first_visit_until_cached(context, url) -> list[int]:
     page.goto(url)
     wait_ready(page)
     assert page.evaluate(RESTORED) == 0  # nothing cached yet: a normal start
-    # The snapshot is made by a nested Worker a few seconds after ready.
+    # The snapshot is made by a second, throwaway Worker a few seconds after ready.
     sizes = _wait_cached(page, good=False)
     page.close()
     return sizes
@@ -74,13 +74,7 @@ CORRUPTIONS = {
 
 
 @pytest.mark.parametrize("corruption", sorted(CORRUPTIONS))
-def test_corrupted_cached_snapshot_means_a_normal_start(context, site, ingest, figures, corruption, engine, request):
-    if engine == "firefox":
-        # Known open issue (docs/browsers.md): on a loaded machine Firefox's first
-        # visit sometimes caches no snapshot within 120 s (the nested Worker's
-        # start competes with everything else); a normal start follows either way.
-        request.applymarker(pytest.mark.xfail(reason="Firefox: the first visit's snapshot is sometimes not made "
-                                              "within 120 s on a loaded machine (open, docs/browsers.md)", strict=False))
+def test_corrupted_cached_snapshot_means_a_normal_start(context, site, ingest, figures, corruption):
     url = page_url(site, ingest, flushAt=100)
     _first_visit_until_cached(context, url)
     page = context.new_page()
