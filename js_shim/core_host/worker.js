@@ -30,9 +30,9 @@ import { CoreLoadError, loadPythonCore, wrapSnapshot } from "../core/load_core.j
 // terminated: its memory goes with it. The page starts that Worker (bridge.js) a
 // couple of seconds after ready, off the page's and this Worker's threads. It is not
 // nested in this Worker: in Firefox a nested Worker making its snapshot sometimes left
-// this one answering nothing more (docs/browsers.md). Stored gzipped in Cache Storage under a key naming the Pyodide
-// version, the stdlib zip's sha256 and this Worker's file, so a new build never
-// restores an old snapshot. Anything wrong with a cached snapshot (a missing or bad
+// this one answering nothing more (docs/browsers.md). Stored gzipped in Cache Storage
+// under a key naming the Pyodide version, the stdlib zip's sha256 and this Worker's
+// file, so a new build never restores an old snapshot. Anything wrong with a cached snapshot (a missing or bad
 // entry, a failed gunzip, a header for another zip, Pyodide refusing it) deletes it and
 // starts normally: the cache can make a start faster, never fail it.
 
@@ -95,7 +95,7 @@ async function loadWithCache(payload) {
           }),
         });
         debug("restored", key);
-        return { loaded, restored: true };
+        return { loaded, restored: true, snapshot: null };
       } catch (err) {
         debug("restore failed, starting normally:", err && err.message);
         if (!err || err.asset === "snapshot" || err.asset === "python" || err.asset === "stdlib") await dropCached(key);
@@ -161,7 +161,7 @@ async function run(op, payload) {
       loading = loading ?? loadWithCache(payload)
         .then(({ loaded, restored, snapshot }) => {
           bridge = loaded.bridge;
-          return { restored, snapshot: snapshot ?? null };
+          return { restored, snapshot };
         });
       try {
         return await loading;

@@ -26,8 +26,8 @@ from psycopg import errors as pg_errors
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from .._wire import KEY_REUSED_REPLY, EventRow, dumps
-from ._group import GroupCommit, GroupRow
 from ._base import SCHEMA_VERSION, MutationResult, Storage, StorageError, StoreResult, Totals, replayed
+from ._group import GroupCommit, GroupRow
 
 T = TypeVar("T")
 
